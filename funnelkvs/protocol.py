@@ -1,0 +1,320 @@
+"""The FunnelKVS wire protocol, sans-I/O (in the style of h11).
+
+This module turns bytes into request/response objects and back. It contains no socket and no clock:
+the node, the client library, the peer connections and the tests all feed it bytes and act on what it
+returns. See ``docs/protocol.md`` for the byte layout with hex examples.
+
+Version 1 is byte-compatible with the reference FunnelKVS (Erlang)::
+
+    request:  "KVS" | 0x01 | op u8 | [key_len u32 | key] | [value_len u32 | value]
+    response: "KVS" | 0x01 | status u8 | value_len u32 | value
+
+All integers are big-endian. Answers on one connection come back in request order.
+
+Decoders are incremental: :meth:`RequestDecoder.feed` only buffers; :meth:`RequestDecoder.next_event`
+returns one :class:`Request`, a :class:`FrameError`, or :data:`NEED_DATA`. Any split of the stream,
+down to one byte at a time, yields the same requests.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+from typing import Final, NamedTuple
+
+from funnelkvs.errors import LocalProtocolError, RemoteProtocolError
+
+MAGIC: Final = b"KVS"
+VERSION_1: Final = 0x01
+#: Reserved for the v2 framing (a u32 request id after the op code, answers out of order). A v1 node
+#: answers a v2 frame INVALID_REQUEST until v2 lands; see docs/protocol.md, "The v2 plan".
+VERSION_2: Final = 0x02
+HEADER_V1: Final = MAGIC + bytes([VERSION_1])
+
+DEFAULT_MAX_KEY_SIZE: Final = 64 * 1024
+DEFAULT_MAX_VALUE_SIZE: Final = 16 * 1024 * 1024
+#: The largest length a u32 field can declare.
+U32_MAX: Final = 0xFFFF_FFFF
+
+
+class Op(IntEnum):
+    """Request op codes. v1 uses 0x01-0x05; the ranges below are reserved for later frames."""
+
+    GET = 0x01
+    PUT = 0x02
+    DELETE = 0x03
+    PING = 0x04
+    STATS = 0x05
+
+
+#: Op codes reserved for later frames (never valid in v1; documented in docs/protocol.md).
+RESERVED_OP_RANGES: Final = {
+    "client extensions (v1 and v2)": range(0x06, 0x10),
+    "node-to-node RPC (v2)": range(0x10, 0x30),
+    "admin queries (v2)": range(0x30, 0x40),
+}
+
+
+class Status(IntEnum):
+    SUCCESS = 0x00
+    NOT_FOUND = 0x01
+    INVALID_REQUEST = 0x02
+    SERVER_ERROR = 0x03
+    TIMEOUT = 0x04
+    NOT_RESPONSIBLE = 0x05
+
+
+# Plain ints for the hot path: comparing IntEnum members costs a lookup each time.
+GET: Final = 0x01
+PUT: Final = 0x02
+DELETE: Final = 0x03
+PING: Final = 0x04
+STATS: Final = 0x05
+_KEYED_OPS: Final = frozenset((GET, DELETE))
+
+
+class Request(NamedTuple):
+    """One decoded request. ``key`` and ``value`` are empty where the op carries none.
+
+    A NamedTuple rather than a frozen dataclass: it is built once per request on the hot path, and
+    tuple construction is several times cheaper than a frozen dataclass ``__init__``.
+    """
+
+    op: int
+    key: bytes = b""
+    value: bytes = b""
+
+
+class Response(NamedTuple):
+    status: int
+    value: bytes = b""
+
+
+class FrameError(NamedTuple):
+    """The stream broke the protocol.
+
+    ``fatal=False`` (bad magic, bad version, unknown op): the decoder has discarded everything it had
+    buffered, as the reference does, and keeps decoding what is fed next; answer INVALID_REQUEST.
+    ``fatal=True`` (a declared length beyond the limit): the frame boundary cannot be recovered without
+    reading the oversized body, so answer INVALID_REQUEST and close the connection.
+    """
+
+    reason: str
+    fatal: bool
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by ``next_event`` when the buffer holds no complete frame.
+NEED_DATA: Final = _NeedData()
+
+_U32 = struct.Struct(">I")
+_unpack_u32 = _U32.unpack_from
+_RESPONSE_HEAD = struct.Struct(">4sBI")
+_pack_response_head = _RESPONSE_HEAD.pack
+RESPONSE_HEADER_SIZE: Final = 9
+
+
+def _describe_bad_header(head: bytes) -> str:
+    if head[:3] != MAGIC[: len(head[:3])]:
+        return f"bad magic {head[:3]!r} (expected b'KVS')"
+    if len(head) >= 4 and head[3] == VERSION_2:
+        return "protocol version 2 is reserved and not supported by this node yet"
+    return f"unsupported protocol version {head[3]:#04x}"
+
+
+def _describe_bad_op(op: int) -> str:
+    for purpose, codes in RESERVED_OP_RANGES.items():
+        if op in codes:
+            return f"op {op:#04x} is reserved for {purpose}"
+    return f"unknown op {op:#04x}"
+
+
+class RequestDecoder:
+    """Incremental decoder of the requests a client sends to a node."""
+
+    __slots__ = ("_buf", "_closed", "_pos", "max_key_size", "max_value_size")
+
+    def __init__(
+        self, max_key_size: int = DEFAULT_MAX_KEY_SIZE, max_value_size: int = DEFAULT_MAX_VALUE_SIZE
+    ) -> None:
+        self.max_key_size = max_key_size
+        self.max_value_size = max_value_size
+        self._buf = bytearray()
+        self._pos = 0
+        self._closed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet decoded."""
+        return len(self._buf) - self._pos
+
+    @property
+    def closed(self) -> bool:
+        """True after a fatal frame error: nothing more will be decoded."""
+        return self._closed
+
+    def feed(self, data: bytes) -> None:
+        if self._closed:
+            return
+        if self._pos:
+            # Compact lazily, once per feed: at most one partial frame is moved.
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def _discard(self, reason: str) -> FrameError:
+        self._buf.clear()
+        self._pos = 0
+        return FrameError(reason, False)
+
+    def _fatal(self, reason: str) -> FrameError:
+        self._buf.clear()
+        self._pos = 0
+        self._closed = True
+        return FrameError(reason, True)
+
+    def next_event(self) -> Request | FrameError | _NeedData:
+        if self._closed:
+            return NEED_DATA
+        buf = self._buf
+        pos = self._pos
+        end = len(buf)
+        avail = end - pos
+        if avail < 5:
+            # Reject a header as soon as its bytes can no longer be a prefix of "KVS\x01", so a
+            # client that sent a few stray bytes gets its answer instead of waiting forever.
+            if avail and buf[pos:end] != HEADER_V1[:avail]:
+                return self._discard(_describe_bad_header(bytes(buf[pos:end])))
+            return NEED_DATA
+        if buf[pos : pos + 4] != HEADER_V1:
+            return self._discard(_describe_bad_header(bytes(buf[pos : pos + 4])))
+        op = buf[pos + 4]
+        if op in _KEYED_OPS:
+            if avail < 9:
+                return NEED_DATA
+            klen = _unpack_u32(buf, pos + 5)[0]
+            if klen > self.max_key_size:
+                return self._fatal(f"key length {klen} exceeds the maximum of {self.max_key_size}")
+            stop = pos + 9 + klen
+            if end < stop:
+                return NEED_DATA
+            self._pos = stop
+            return Request(op, bytes(buf[pos + 9 : stop]), b"")
+        if op == PUT:
+            if avail < 9:
+                return NEED_DATA
+            klen = _unpack_u32(buf, pos + 5)[0]
+            if klen > self.max_key_size:
+                return self._fatal(f"key length {klen} exceeds the maximum of {self.max_key_size}")
+            vlen_at = pos + 9 + klen
+            if end < vlen_at + 4:
+                return NEED_DATA
+            vlen = _unpack_u32(buf, vlen_at)[0]
+            if vlen > self.max_value_size:
+                return self._fatal(f"value length {vlen} exceeds the maximum of {self.max_value_size}")
+            stop = vlen_at + 4 + vlen
+            if end < stop:
+                return NEED_DATA
+            self._pos = stop
+            return Request(PUT, bytes(buf[pos + 9 : vlen_at]), bytes(buf[vlen_at + 4 : stop]))
+        if op == PING or op == STATS:
+            self._pos = pos + 5
+            return Request(op, b"", b"")
+        return self._discard(_describe_bad_op(op))
+
+
+class ResponseDecoder:
+    """Incremental decoder of the responses a node sends back (used by clients and peers).
+
+    A response that breaks the protocol raises :class:`RemoteProtocolError`: unlike a node, a client
+    cannot answer garbage, and the connection is no longer usable.
+    """
+
+    __slots__ = ("_buf", "_pos", "max_value_size")
+
+    def __init__(self, max_value_size: int = U32_MAX) -> None:
+        self.max_value_size = max_value_size
+        self._buf = bytearray()
+        self._pos = 0
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    def next_event(self) -> Response | _NeedData:
+        buf = self._buf
+        pos = self._pos
+        avail = len(buf) - pos
+        if avail < RESPONSE_HEADER_SIZE:
+            if avail and buf[pos : pos + min(avail, 4)] != HEADER_V1[: min(avail, 4)]:
+                raise RemoteProtocolError(_describe_bad_header(bytes(buf[pos : pos + 4])))
+            return NEED_DATA
+        if buf[pos : pos + 4] != HEADER_V1:
+            raise RemoteProtocolError(_describe_bad_header(bytes(buf[pos : pos + 4])))
+        status = buf[pos + 4]
+        vlen = _unpack_u32(buf, pos + 5)[0]
+        if vlen > self.max_value_size:
+            raise RemoteProtocolError(f"response value length {vlen} exceeds {self.max_value_size}")
+        stop = pos + RESPONSE_HEADER_SIZE + vlen
+        if len(buf) < stop:
+            return NEED_DATA
+        self._pos = stop
+        return Response(status, bytes(buf[pos + RESPONSE_HEADER_SIZE : stop]))
+
+
+def encode_request(op: int, key: bytes = b"", value: bytes = b"") -> bytes:
+    """The v1 bytes of one request. Raises :class:`LocalProtocolError` for what v1 cannot carry."""
+    if op in _KEYED_OPS:
+        if len(key) > U32_MAX:
+            raise LocalProtocolError("key longer than a u32 length can declare")
+        return HEADER_V1 + bytes((op,)) + _U32.pack(len(key)) + key
+    if op == PUT:
+        if len(key) > U32_MAX or len(value) > U32_MAX:
+            raise LocalProtocolError("key or value longer than a u32 length can declare")
+        return b"".join((HEADER_V1, bytes((PUT,)), _U32.pack(len(key)), key, _U32.pack(len(value)), value))
+    if op == PING or op == STATS:
+        return HEADER_V1 + bytes((op,))
+    raise LocalProtocolError(f"op {op:#04x} is not a v1 request")
+
+
+def encode_response(status: int, value: bytes = b"") -> bytes:
+    """The v1 bytes of one response."""
+    return _pack_response_head(HEADER_V1, status, len(value)) + value
+
+
+# Answers that never change, encoded once.
+RESPONSE_OK: Final = encode_response(Status.SUCCESS)
+RESPONSE_NOT_FOUND: Final = encode_response(Status.NOT_FOUND)
+RESPONSE_INVALID: Final = encode_response(Status.INVALID_REQUEST)
+RESPONSE_SERVER_ERROR: Final = encode_response(Status.SERVER_ERROR)
+RESPONSE_PONG: Final = encode_response(Status.SUCCESS, b"pong")
+
+
+def stats_text(keys: int, size: int) -> bytes:
+    """The reference's STATS answer body: ``keys: N, size: N``."""
+    return f"keys: {keys}, size: {size}".encode()
+
+
+def parse_stats_text(text: bytes) -> dict[str, int]:
+    """Inverse of :func:`stats_text`; tolerant of extra ``name: N`` fields a later node may add."""
+    out: dict[str, int] = {}
+    for part in text.decode("utf-8", "replace").split(","):
+        name, sep, number = part.partition(":")
+        if sep:
+            try:
+                out[name.strip()] = int(number.strip())
+            except ValueError:
+                continue
+    return out

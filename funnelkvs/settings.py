@@ -1,0 +1,82 @@
+"""Typed node settings: what a validated config file (plus command-line overrides) becomes.
+
+``funnelkvs.config`` builds these from YAML and validates every field; the node only ever sees
+these dataclasses. Defaults here are the documented defaults (config.example.yaml repeats them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from funnelkvs.protocol import DEFAULT_MAX_KEY_SIZE, DEFAULT_MAX_VALUE_SIZE
+
+
+@dataclass(slots=True)
+class NodeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8001
+    #: The address other nodes and clients use; default ``host:port``.
+    advertise: str | None = None
+    #: Seeds to join; empty starts a new ring.
+    join: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return self.advertise or f"{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class StorageSettings:
+    backend: str = "memory"
+    path: Path | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class ReplicationSettings:
+    factor: int = 1
+    write_quorum: int = 1
+    read_quorum: int = 1
+    strategy: str = "successor-list"
+    conflict_resolver: str = "last-writer-wins"
+
+
+@dataclass(slots=True)
+class LimitsSettings:
+    max_key_size: int = DEFAULT_MAX_KEY_SIZE
+    max_value_size: int = DEFAULT_MAX_VALUE_SIZE
+    max_connections: int = 10_000
+    #: Per-connection output cap: past it the node stops reading from that client until it drains.
+    max_output_buffer: int = 8 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class LoggingSettings:
+    level: str = "INFO"
+
+
+@dataclass(slots=True)
+class MetricsSettings:
+    exporters: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class PluginSettings:
+    disabled: list[str] = field(default_factory=list)
+    #: Load third-party plugins from the ``funnelkvs`` entry-point group.
+    autoload: bool = True
+    #: ``plugins.<name>`` sections, handed to that plugin as-is.
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Settings:
+    node: NodeSettings = field(default_factory=NodeSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    replication: ReplicationSettings = field(default_factory=ReplicationSettings)
+    limits: LimitsSettings = field(default_factory=LimitsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    plugins: PluginSettings = field(default_factory=PluginSettings)
