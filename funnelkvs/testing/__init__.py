@@ -1,0 +1,1 @@
+"""Testing tools shipped with FunnelKVS: the backend conformance suite and node fixtures."""

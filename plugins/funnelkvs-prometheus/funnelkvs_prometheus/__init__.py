@@ -1,0 +1,1 @@
+"""Prometheus exporter for FunnelKVS (filled in by the plugin work)."""
