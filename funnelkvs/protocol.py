@@ -115,8 +115,9 @@ NEED_DATA: Final = _NeedData()
 
 _U32 = struct.Struct(">I")
 _unpack_u32 = _U32.unpack_from
-_RESPONSE_HEAD = struct.Struct(">4sBI")
-_pack_response_head = _RESPONSE_HEAD.pack
+#: magic+version (4s), status (B), value length (I): ``RESPONSE_HEAD.pack(HEADER_V1, status, n)``.
+RESPONSE_HEAD: Final = struct.Struct(">4sBI")
+_pack_response_head = RESPONSE_HEAD.pack
 RESPONSE_HEADER_SIZE: Final = 9
 
 

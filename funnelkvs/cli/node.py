@@ -1,0 +1,79 @@
+"""``funnelkvs node``: start a node in the foreground from a config file and flags."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from funnelkvs.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
+from funnelkvs.errors import ConfigError, FunnelKVSError
+
+
+def add_parser(subparsers: Any) -> None:
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "node", help="start a node in the foreground", description="Start a FunnelKVS node in the foreground."
+    )
+    p.add_argument("--config", "-c", metavar="FILE", help="YAML config file (see config.example.yaml)")
+    p.add_argument("--host", help="address to listen on (node.host, default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (node.port, default 8001; 0 picks a free one)")
+    p.add_argument("--advertise", metavar="HOST:PORT", help="address other nodes and clients use")
+    p.add_argument(
+        "--join", metavar="HOST:PORT", action="append", help="seed node of an existing ring (repeatable)"
+    )
+    p.add_argument("--backend", help="storage backend name (storage.backend: memory, lmdb, sqlite, ...)")
+    p.add_argument("--data-dir", metavar="DIR", help="data directory of a persistent backend (storage.path)")
+    p.add_argument("--log-level", help="logging.level (DEBUG, INFO, WARNING, ERROR)")
+    p.set_defaults(func=run)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    pairs = {
+        "node.host": args.host,
+        "node.port": args.port,
+        "node.advertise": args.advertise,
+        "node.join": args.join,
+        "storage.backend": args.backend,
+        "storage.path": args.data_dir,
+        "logging.level": args.log_level,
+    }
+    return {path: value for path, value in pairs.items() if value is not None}
+
+
+def run(args: argparse.Namespace) -> int:
+    from funnelkvs.config import load_settings
+    from funnelkvs.node import Node
+    from funnelkvs.plugins import PluginHost
+
+    source = args.config or "command line"
+    try:
+        settings = load_settings(args.config, overrides_from_args(args))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{source}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.logging.level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        plugins = PluginHost.load(settings.plugins)
+        backend = plugins.create_backend(settings.storage)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{source}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except FunnelKVSError as exc:
+        print(f"funnelkvs node: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    node = Node(settings, backend, plugins=plugins)
+    try:
+        node.start()
+    except FunnelKVSError as exc:
+        backend.close()
+        print(f"funnelkvs node: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    node.serve_forever()
+    return EXIT_OK

@@ -1,0 +1,451 @@
+"""A FunnelKVS node: the loop, the listening socket, client connections, and request dispatch.
+
+The path of a request: the loop reports a readable socket; :meth:`Node._on_client_event` reads once,
+feeds the connection's :class:`~funnelkvs.protocol.RequestDecoder`, answers every complete request
+into the connection's output buffer, and writes. The store is the backend chosen at start-up; there is
+no plugin call on this path.
+
+Group commit: with a durable backend, answers to a pass's writes wait in their output buffers until the
+pass-end hook has called ``backend.sync()`` once for all of them; if the sync fails they become
+SERVER_ERROR. With a volatile backend (memory) answers are written at once.
+
+Back-pressure: a connection whose unsent output reaches ``limits.max_output_buffer`` is no longer read
+(nor are its buffered requests decoded) until the output has drained, so a client that pipelines
+without reading cannot make the node buffer without bound.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from funnelkvs.errors import FunnelKVSError
+from funnelkvs.keyspace import ring_digest
+from funnelkvs.loop import EVENT_READ, EVENT_READ_ANY, EVENT_WRITE, EventLoop, PeriodicTimer
+from funnelkvs.metrics import NodeMetrics
+from funnelkvs.peer import PeerConnection
+from funnelkvs.protocol import (
+    DELETE,
+    GET,
+    HEADER_V1,
+    NEED_DATA,
+    RESPONSE_HEAD,
+    PING,
+    PUT,
+    RESPONSE_INVALID,
+    RESPONSE_NOT_FOUND,
+    RESPONSE_OK,
+    RESPONSE_PONG,
+    RESPONSE_SERVER_ERROR,
+    STATS,
+    FrameError,
+    RequestDecoder,
+    Status,
+    encode_response,
+    stats_text,
+)
+from funnelkvs.settings import Settings
+from funnelkvs.storage.backend import StorageBackend
+
+if TYPE_CHECKING:
+    from funnelkvs.plugins import PluginHost
+
+log = logging.getLogger("funnelkvs.node")
+
+RECV_SIZE = 256 * 1024
+#: Connections accepted per readable event on the listener, so a burst of connects does not starve
+#: established clients.
+ACCEPT_BATCH = 128
+#: How long a stopping node keeps writing answers already decoded before it closes what is left.
+DRAIN_TIMEOUT = 5.0
+STATS_REFRESH_INTERVAL = 1.0
+
+_SUCCESS = int(Status.SUCCESS)
+pack_head = RESPONSE_HEAD.pack
+
+
+class ClientConnection:
+    __slots__ = (
+        "address", "closing", "decoder", "events", "eof", "out", "out_size", "paused", "sock", "wants_sync"
+    )
+
+    def __init__(self, sock: socket.socket, address: str, decoder: RequestDecoder) -> None:
+        self.sock = sock
+        self.address = address
+        self.decoder = decoder
+        self.out: list[bytes] = []
+        self.out_size = 0
+        #: The selector events currently registered (to avoid redundant epoll_ctl calls).
+        self.events = EVENT_READ
+        #: Close once the output has drained (fatal frame error, EOF from the client, shutdown).
+        self.closing = False
+        self.eof = False
+        #: Output holds answers to writes that the pass-end sync has not covered yet.
+        self.wants_sync = False
+        #: Decoding stopped because the output reached the cap; resume once it has drained.
+        self.paused = False
+
+
+class Node:
+    def __init__(
+        self,
+        settings: Settings,
+        backend: StorageBackend,
+        *,
+        plugins: PluginHost | None = None,
+        loop: EventLoop | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.plugins = plugins
+        self.loop = loop or EventLoop()
+        self.metrics = NodeMetrics(backend=backend.name)
+        self._listener: socket.socket | None = None
+        self._connections: dict[int, ClientConnection] = {}
+        self._peers: dict[tuple[str, int], PeerConnection] = {}
+        self._awaiting_sync: list[ClientConnection] = []
+        self._durable = bool(backend.durable)
+        self._max_output = settings.limits.max_output_buffer
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._exporters: list[Any] = []
+        self._stats_timer: PeriodicTimer | None = None
+        self.host = settings.node.host
+        self.port = settings.node.port
+
+    # --- identity ----------------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The advertised ``host:port`` (known once the node has bound its port)."""
+        return self.settings.node.advertise or f"{self.host}:{self.port}"
+
+    @property
+    def node_id(self) -> str:
+        """The node's ring id: SHA-1 of its advertised address, in hex."""
+        return ring_digest(self.address.encode()).hex()
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Bind and listen; after this the loop serves clients as soon as it runs."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # SO_REUSEADDR: a stopped node can start again on the same port at once (TIME_WAIT).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.settings.node.host, self.settings.node.port))
+        except OSError as exc:
+            sock.close()
+            raise FunnelKVSError(
+                f"cannot listen on {self.settings.node.host}:{self.settings.node.port}: {exc.strerror or exc}"
+            ) from exc
+        sock.listen(1024)
+        sock.setblocking(False)
+        self._listener = sock
+        self.host, self.port = sock.getsockname()[:2]
+        self.metrics.node_id = self.node_id
+        self.metrics.address = self.address
+        self.loop.register(sock, EVENT_READ, self._on_accept)
+        self.loop.add_pass_end_hook(self._group_commit)
+        self._refresh_stats()
+        self._stats_timer = self.loop.call_every(STATS_REFRESH_INTERVAL, self._refresh_stats)
+        if self.plugins is not None:
+            self._exporters = self.plugins.start_exporters(self, self.settings)
+            self.plugins.node_started(self)
+        log.info(
+            "funnelkvs node %s listening on %s:%d (backend %s)", self.node_id[:12], self.host, self.port,
+            self.backend.name,
+        )
+
+    def serve_forever(self, install_signal_handlers: bool = True) -> None:
+        """Run the loop until :meth:`stop` (or SIGINT/SIGTERM), then shut down cleanly."""
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        try:
+            self.loop.run_forever()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Stop the node from any thread: stop accepting, finish answers in flight, close the store."""
+        self.loop.call_soon_threadsafe(self._begin_stop)
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        self.stop()
+
+    def _begin_stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._listener is not None:
+            self.loop.unregister(self._listener)
+            self._listener.close()
+            self._listener = None
+        if self._stats_timer is not None:
+            self._stats_timer.cancel()
+        for conn in list(self._connections.values()):
+            conn.closing = True
+            if conn.out_size == 0:
+                self._close(conn)
+            else:
+                self._set_events(conn, EVENT_WRITE)
+        self.loop.call_later(DRAIN_TIMEOUT, self._finish_stop)
+        self._maybe_finish_stop()
+
+    def _maybe_finish_stop(self) -> None:
+        if self._stopping and not self._connections:
+            self.loop.stop()
+
+    def _finish_stop(self) -> None:
+        for conn in list(self._connections.values()):
+            self._close(conn)
+        self.loop.stop()
+
+    def _shutdown(self) -> None:
+        try:
+            if self.plugins is not None:
+                self.plugins.node_stopping(self)
+                self.plugins.stop_exporters(self._exporters)
+        finally:
+            for conn in list(self._connections.values()):
+                self._close(conn)
+            for peer in list(self._peers.values()):
+                peer.close()
+            if self._listener is not None:
+                self._listener.close()
+            try:
+                self.backend.sync()
+            finally:
+                self.backend.close()
+                self.loop.close()
+                self._stopped.set()
+                log.info("funnelkvs node %s stopped", self.node_id[:12])
+
+    # --- node-to-node ------------------------------------------------------------------------------
+
+    def peer(self, host: str, port: int) -> PeerConnection:
+        """The (cached) outbound connection to another node, on this node's loop."""
+        key = (host, port)
+        peer = self._peers.get(key)
+        if peer is None or peer.closed:
+            peer = PeerConnection(self.loop, key, max_value_size=self.settings.limits.max_value_size)
+            self._peers[key] = peer
+        return peer
+
+    # --- connections -------------------------------------------------------------------------------
+
+    def _on_accept(self, mask: int) -> None:
+        listener = self._listener
+        if listener is None:
+            return
+        limits = self.settings.limits
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, peer_address = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE and friends: log and let the loop come back; established clients go on.
+                log.warning("accept failed: %s", exc)
+                return
+            if len(self._connections) >= limits.max_connections:
+                log.warning("connection limit %d reached; refusing %s", limits.max_connections, peer_address)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn = ClientConnection(
+                sock, f"{peer_address[0]}:{peer_address[1]}",
+                RequestDecoder(limits.max_key_size, limits.max_value_size),
+            )
+            self._connections[sock.fileno()] = conn
+            self.metrics.connections_total += 1
+            self.metrics.connections_current += 1
+            self.loop.register(sock, EVENT_READ, lambda mask, conn=conn: self._on_client_event(conn, mask))
+
+    def _set_events(self, conn: ClientConnection, events: int) -> None:
+        if conn.events != events:
+            conn.events = events
+            self.loop.modify(conn.sock, events)
+
+    def _close(self, conn: ClientConnection) -> None:
+        if self._connections.pop(conn.sock.fileno(), None) is None:
+            return
+        self.loop.unregister(conn.sock)
+        conn.sock.close()
+        conn.out.clear()
+        conn.out_size = 0
+        self.metrics.connections_current -= 1
+        if self._stopping:
+            self._maybe_finish_stop()
+
+    def _on_client_event(self, conn: ClientConnection, mask: int) -> None:
+        if mask & EVENT_WRITE:
+            self._flush(conn)
+            if conn.sock.fileno() < 0:
+                return
+        if mask & EVENT_READ_ANY and not conn.closing:
+            try:
+                data = conn.sock.recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._close(conn)
+                return
+            if not data:
+                # The client closed (or half-closed) its side: answer what was decoded, then close.
+                conn.eof = True
+                conn.closing = True
+                if not conn.out_size and not conn.wants_sync:
+                    self._close(conn)
+                    return
+                self._set_events(conn, EVENT_WRITE)
+                return
+            self.metrics.bytes_received += len(data)
+            conn.decoder.feed(data)
+            self._answer(conn)
+
+    def _answer(self, conn: ClientConnection) -> None:
+        """Decode and answer buffered requests until the decoder needs data or the output is full."""
+        decoder = conn.decoder
+        backend = self.backend
+        out = conn.out
+        size = conn.out_size
+        cap = self._max_output
+        requests = self.metrics.requests_by_op
+        wrote = False
+        while size < cap:
+            event = decoder.next_event()
+            if event is NEED_DATA:
+                break
+            if type(event) is FrameError:
+                self.metrics.protocol_errors += 1
+                log.debug("client %s: %s", conn.address, event.reason)
+                out.append(RESPONSE_INVALID)
+                size += len(RESPONSE_INVALID)
+                if event.fatal:
+                    conn.closing = True
+                    break
+                continue
+            op, key, value = event  # type: ignore[misc]
+            try:
+                if op == GET:
+                    found = backend.get(key)
+                    if found is None:
+                        answer = RESPONSE_NOT_FOUND
+                    else:
+                        # Header and value go out as two pieces: the value is copied once, by the
+                        # join in _flush, however large it is.
+                        out.append(pack_head(HEADER_V1, _SUCCESS, len(found)))
+                        size += 9
+                        answer = found
+                elif op == PUT:
+                    backend.put(key, value)
+                    answer = RESPONSE_OK
+                    wrote = True
+                elif op == DELETE:
+                    backend.delete(key)
+                    answer = RESPONSE_OK
+                    wrote = True
+                elif op == PING:
+                    answer = RESPONSE_PONG
+                elif op == STATS:
+                    answer = encode_response(_SUCCESS, stats_text(backend.count(), backend.size()))
+                else:  # the decoder only yields v1 ops; anything else is a bug, answered as one
+                    raise AssertionError(f"decoder yielded op {op:#04x}")
+            except Exception:
+                log.exception("request op=%#04x from %s failed", op, conn.address)
+                self.metrics.handler_errors += 1
+                answer = RESPONSE_SERVER_ERROR
+            requests[op] += 1
+            out.append(answer)
+            size += len(answer)
+        conn.out_size = size
+        conn.paused = size >= cap
+        if wrote and self._durable:
+            if not conn.wants_sync:
+                conn.wants_sync = True
+                self._awaiting_sync.append(conn)
+            return
+        if conn.wants_sync:
+            return  # earlier answers on this connection wait for the pass-end sync; keep order
+        self._flush(conn)
+
+    def _flush(self, conn: ClientConnection) -> None:
+        """Write as much output as the socket takes, then choose which events to wait for."""
+        if conn.out_size:
+            out = conn.out
+            data = out[0] if len(out) == 1 else b"".join(out)
+            try:
+                sent = conn.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError:
+                self._close(conn)
+                return
+            self.metrics.bytes_sent += sent
+            if sent == len(data):
+                out.clear()
+                conn.out_size = 0
+            else:
+                out[:] = [data[sent:]]
+                conn.out_size = len(data) - sent
+        if conn.out_size:
+            # Past the cap, stop reading until the client has taken its answers.
+            reading = not conn.closing and conn.out_size < self._max_output
+            self._set_events(conn, EVENT_WRITE | EVENT_READ if reading else EVENT_WRITE)
+            return
+        if conn.closing:
+            self._close(conn)
+            return
+        self._set_events(conn, EVENT_READ)
+        if conn.paused:
+            # Requests left undecoded when the output was full: answer them now it has drained.
+            self._answer(conn)
+
+    def _group_commit(self) -> None:
+        """Pass-end hook: one sync covers every write of this pass, then their answers go out."""
+        waiting = self._awaiting_sync
+        if not waiting:
+            return
+        self._awaiting_sync = []
+        try:
+            self.backend.sync()
+        except Exception:
+            log.exception("storage sync failed; answering SERVER_ERROR to this pass's writes")
+            self.metrics.sync_errors += 1
+            for conn in waiting:
+                # The acknowledgements (and any reads after them) can no longer be promised; the
+                # connection is closed after the error so a client cannot take later answers as
+                # belonging to the failed writes.
+                conn.out[:] = [RESPONSE_SERVER_ERROR]
+                conn.out_size = len(RESPONSE_SERVER_ERROR)
+                conn.closing = True
+        for conn in waiting:
+            conn.wants_sync = False
+            if conn.sock.fileno() >= 0:
+                self._flush(conn)
+
+    def _refresh_stats(self) -> None:
+        self.metrics.refresh_storage(self.backend.count(), self.backend.size())
+
+    def info(self) -> dict[str, Any]:
+        """What ``funnelkvs stats --json`` shows about this node."""
+        return {
+            "keys": self.backend.count(),
+            "bytes": self.backend.size(),
+            "node_id": self.node_id,
+            "address": self.address,
+            "backend": self.backend.name,
+            "uptime_s": round(self.metrics.uptime_s, 3),
+            "connections": self.metrics.connections_current,
+        }
