@@ -1,0 +1,84 @@
+"""Node-to-node calls on the loop: a node pings another node through its own event loop, with a
+future per call and a deadline; unreachable and silent peers fail the future, never the loop."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from funnelkvs.errors import NodeUnreachable, RequestTimeout
+from funnelkvs.loop import Future
+from funnelkvs.protocol import Op, Response, Status
+from tests.conftest import ThreadNode
+
+
+def call_from_loop(
+    tn: ThreadNode, host: str, port: int, op: int, key: bytes = b"", value: bytes = b"", timeout: float = 2.0
+) -> Future[Response]:
+    """Make ``tn``'s node call a peer from its own loop thread; wait for the future from here."""
+    done = threading.Event()
+    box: list[Future[Response]] = []
+
+    def start() -> None:
+        future = tn.node.peer(host, port).call(op, key, value, timeout=timeout)
+        box.append(future)
+        future.add_done_callback(lambda f: done.set())
+
+    tn.node.loop.call_soon_threadsafe(start)
+    assert done.wait(timeout + 5), "the call neither finished nor hit its deadline"
+    return box[0]
+
+
+def test_a_node_pings_another_node_through_its_loop(thread_node_factory: Callable[..., ThreadNode]) -> None:
+    a, b = thread_node_factory(), thread_node_factory()
+    assert call_from_loop(a, *b.address, Op.PING).result() == Response(Status.SUCCESS, b"pong")
+    assert call_from_loop(a, *b.address, Op.PUT, b"k", b"v").result() == Response(Status.SUCCESS)
+    assert b.node.backend.get(b"k") == b"v"
+    assert call_from_loop(a, *b.address, Op.GET, b"k").result() == Response(Status.SUCCESS, b"v")
+    # and back the other way at the same time: neither loop waits for the other
+    assert call_from_loop(b, *a.address, Op.PING).result() == Response(Status.SUCCESS, b"pong")
+
+
+def test_many_calls_in_flight_are_matched_in_order(thread_node_factory: Callable[..., ThreadNode]) -> None:
+    a, b = thread_node_factory(), thread_node_factory()
+    for i in range(100):
+        b.node.backend.put(b"k%d" % i, b"v%d" % i)
+    results: list[Future[Response]] = []
+    done = threading.Event()
+
+    def start() -> None:
+        peer = a.node.peer(*b.address)
+        for i in range(100):
+            results.append(peer.call(Op.GET, b"k%d" % i))
+        results[-1].add_done_callback(lambda f: done.set())
+
+    a.node.loop.call_soon_threadsafe(start)
+    assert done.wait(10)
+    assert [f.result().value for f in results] == [b"v%d" % i for i in range(100)]
+
+
+def test_unreachable_peer_fails_the_future(thread_node: ThreadNode) -> None:
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    future = call_from_loop(thread_node, "127.0.0.1", port, Op.PING)
+    with pytest.raises(NodeUnreachable):
+        future.result()
+
+
+def test_silent_peer_hits_the_deadline_and_the_node_keeps_serving(thread_node: ThreadNode) -> None:
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts (backlog) but never answers
+    try:
+        started = time.monotonic()
+        future = call_from_loop(thread_node, *silent.getsockname(), Op.PING, timeout=0.3)
+        with pytest.raises(RequestTimeout):
+            future.result()
+        assert time.monotonic() - started < 3
+        other = call_from_loop(thread_node, *thread_node.address, Op.PING)
+        assert other.result() == Response(Status.SUCCESS, b"pong")
+    finally:
+        silent.close()
