@@ -16,6 +16,7 @@ without reading cannot make the node buffer without bound.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import socket
@@ -270,7 +271,8 @@ class Node:
             self._connections[sock.fileno()] = conn
             self.metrics.connections_total += 1
             self.metrics.connections_current += 1
-            self.loop.register(sock, EVENT_READ, lambda mask, conn=conn: self._on_client_event(conn, mask))
+            # partial, not a lambda: one Python frame less per event.
+            self.loop.register(sock, EVENT_READ, functools.partial(self._on_client_event, conn))
 
     def _set_events(self, conn: ClientConnection, events: int) -> None:
         if conn.events != events:
@@ -407,7 +409,8 @@ class Node:
         if conn.closing:
             self._close(conn)
             return
-        self._set_events(conn, EVENT_READ)
+        if conn.events != EVENT_READ:
+            self._set_events(conn, EVENT_READ)
         if conn.paused:
             # Requests left undecoded when the output was full: answer them now it has drained.
             self._answer(conn)

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from funnelkvs.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
-from funnelkvs.errors import ConfigError, FunnelKVSError
+from funnelkvs.errors import ConfigError, FunnelKVSError, PluginError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -47,12 +47,16 @@ def run(args: argparse.Namespace) -> int:
     from funnelkvs.plugins import PluginHost
 
     source = args.config or "command line"
+
+    def report(exc: ConfigError) -> int:
+        for problem in exc.problems:
+            print(problem if problem.startswith(source) else f"{source}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+
     try:
         settings = load_settings(args.config, overrides_from_args(args))
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{source}: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+        return report(exc)
     logging.basicConfig(
         level=settings.logging.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -62,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
         plugins = PluginHost.load(settings.plugins)
         backend = plugins.create_backend(settings.storage)
     except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"{source}: {problem}", file=sys.stderr)
+        return report(exc)
+    except PluginError as exc:  # an unknown backend name is a configuration mistake
+        print(f"{source}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except FunnelKVSError as exc:
         print(f"funnelkvs node: {exc}", file=sys.stderr)

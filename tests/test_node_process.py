@@ -1,0 +1,66 @@
+"""`funnelkvs node` as a real process: it listens, stops cleanly on SIGTERM and SIGINT (exit 0), can
+start again on the same port at once, and fails start-up with one line and no traceback."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from funnelkvs.protocol import Op, Response, Status, encode_request
+from funnelkvs.testing.cluster import NodeProcess, funnelkvs_command
+from tests.test_node import read_responses
+
+
+def ping(address: tuple[str, int]) -> list[Response]:
+    with socket.create_connection(address, timeout=5) as s:
+        s.sendall(encode_request(Op.PUT, b"k", b"v") + encode_request(Op.PING))
+        return read_responses(s, 2)
+
+
+def test_sigterm_stops_cleanly_and_the_port_is_reusable_at_once(
+    node_process_factory: Callable[..., NodeProcess],
+) -> None:
+    first = node_process_factory()
+    address = (first.host, first.port)
+    # Leave a connection that the node closes, so the port sits in TIME_WAIT on the node's side.
+    assert ping(address) == [Response(Status.SUCCESS), Response(Status.SUCCESS, b"pong")]
+    held = socket.create_connection(address, timeout=5)
+    assert first.stop(signal.SIGTERM) == 0
+    held.close()
+    assert "stopped" in first.log()
+    second = node_process_factory(port=first.port)
+    assert second.port == first.port
+    assert ping(address) == [Response(Status.SUCCESS), Response(Status.SUCCESS, b"pong")]
+    assert second.stop(signal.SIGINT) == 0
+    assert "Traceback" not in first.log() + second.log()
+
+
+def run_cli(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*funnelkvs_command(), *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_unknown_backend_is_one_line_listing_the_choices() -> None:
+    result = run_cli("node", "--port", "0", "--backend", "lmbd")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "unknown storage backend 'lmbd'; choose one of: lmdb, memory, sqlite" in lines[0]
+
+
+def test_port_in_use_is_one_line(node_process: NodeProcess) -> None:
+    result = run_cli("node", "--port", str(node_process.port))
+    assert result.returncode not in (0, 1)
+    assert "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{node_process.port}" in result.stderr
+
+
+def test_bad_config_file_is_reported_with_dotted_path(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("node:\n  port: 70000\n")
+    result = run_cli("node", "--config", str(config))
+    assert result.returncode == 2
+    assert "node.port: 70000 is not a valid port (1-65535)" in result.stderr
+    assert "Traceback" not in result.stderr
