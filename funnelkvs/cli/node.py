@@ -48,15 +48,16 @@ def run(args: argparse.Namespace) -> int:
 
     source = args.config or "command line"
 
-    def report(exc: ConfigError) -> int:
+    def report(exc: ConfigError, prefix: bool) -> int:
         for problem in exc.problems:
-            print(problem if problem.startswith(source) else f"{source}: {problem}", file=sys.stderr)
+            print(f"{source}: {problem}" if prefix else problem, file=sys.stderr)
         return EXIT_USAGE
 
     try:
+        # Problems from the loader already name their file and line (or "command line").
         settings = load_settings(args.config, overrides_from_args(args))
     except ConfigError as exc:
-        return report(exc)
+        return report(exc, prefix=False)
     logging.basicConfig(
         level=settings.logging.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         plugins = PluginHost.load(settings.plugins)
         backend = plugins.create_backend(settings.storage)
     except ConfigError as exc:
-        return report(exc)
+        return report(exc, prefix=True)
     except PluginError as exc:  # an unknown backend name is a configuration mistake
         print(f"{source}: {exc}", file=sys.stderr)
         return EXIT_USAGE

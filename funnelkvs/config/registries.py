@@ -1,0 +1,61 @@
+"""Names in the settings checked against the plugin registries, for ``funnelkvs config check``.
+
+Loading settings does not load plugins (the node does that once, at start-up); this check does the
+same lookups the node will, so a misspelled backend or exporter is caught without starting a node.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from funnelkvs.errors import ConfigError, PluginError
+from funnelkvs.settings import Settings
+
+
+def check_registered_names(settings: Settings, env: Mapping[str, str] = os.environ) -> list[str]:
+    """Problems (``dotted.path: message``) with the names ``settings`` asks the plugins for.
+
+    Also runs each listed exporter's factory, which validates its ``plugins.<name>`` section without
+    starting anything. Returns nothing when :mod:`funnelkvs.plugins` is not available.
+    """
+    try:
+        from funnelkvs.metrics import NodeMetrics
+        from funnelkvs.plugins import PluginHost
+    except ImportError:
+        return []
+    try:
+        host = PluginHost.load(settings.plugins, env)
+    except ConfigError as exc:
+        return list(exc.problems)
+    except PluginError as exc:
+        return [f"plugins: {exc}"]
+
+    problems: list[str] = []
+    lookups: list[tuple[str, Any, str]] = [
+        ("storage.backend", host.storage_backends, settings.storage.backend),
+        ("replication.strategy", host.replication_strategies, settings.replication.strategy),
+        ("replication.conflict_resolver", host.conflict_resolvers, settings.replication.conflict_resolver),
+    ]
+    lookups += [
+        (f"metrics.exporters[{index}]", host.metrics_exporters, name)
+        for index, name in enumerate(settings.metrics.exporters)
+    ]
+    for path, registry, name in lookups:
+        try:
+            spec = registry.get(name)
+        except PluginError as exc:
+            problems.append(f"{path}: {exc}")
+            continue
+        if path == "storage.backend" and spec.persistent and settings.storage.path is None:
+            problems.append(f"storage.path: null is not valid for the {name} backend (it keeps data on disk)")
+        if path.startswith("metrics.exporters"):
+            options = dict(settings.plugins.sections.get(name) or {})
+            try:
+                spec.factory(options, NodeMetrics())
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+            except Exception as exc:  # a plugin's own bug: report it, the check must not crash
+                problems.append(f"plugins.{name}: exporter {name!r} rejected its options: {exc}")
+    return problems
