@@ -121,6 +121,23 @@ _pack_response_head = RESPONSE_HEAD.pack
 RESPONSE_HEADER_SIZE: Final = 9
 
 
+def _append(buf: bytes | bytearray, pos: int, data: bytes) -> tuple[bytes | bytearray, int]:
+    """The decode buffer after ``data`` arrives: ``(buffer, position of the first undecoded byte)``.
+
+    Called only when a partial frame is left (when everything was decoded, the new bytes simply become
+    the buffer, uncopied). The partial frame moves to a bytearray that then grows in place, so a large
+    value arriving in many reads is copied once, not once per read.
+    """
+    if type(buf) is bytearray:
+        if pos:
+            del buf[:pos]
+        buf += data
+        return buf, 0
+    grown = bytearray(buf[pos:])
+    grown += data
+    return grown, 0
+
+
 def _describe_bad_header(head: bytes) -> str:
     if head[:3] != MAGIC[: len(head[:3])]:
         return f"bad magic {head[:3]!r} (expected b'KVS')"
@@ -146,7 +163,7 @@ class RequestDecoder:
     ) -> None:
         self.max_key_size = max_key_size
         self.max_value_size = max_value_size
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._closed = False
 
@@ -163,19 +180,20 @@ class RequestDecoder:
     def feed(self, data: bytes) -> None:
         if self._closed:
             return
-        if self._pos:
-            # Compact lazily, once per feed: at most one partial frame is moved.
-            del self._buf[: self._pos]
+        if self._pos >= len(self._buf):
+            # Everything buffered was decoded (the common case): take the new bytes as they are.
+            self._buf = data
             self._pos = 0
-        self._buf += data
+        else:
+            self._buf, self._pos = _append(self._buf, self._pos, data)
 
     def _discard(self, reason: str) -> FrameError:
-        self._buf.clear()
+        self._buf = b""
         self._pos = 0
         return FrameError(reason, False)
 
     def _fatal(self, reason: str) -> FrameError:
-        self._buf.clear()
+        self._buf = b""
         self._pos = 0
         self._closed = True
         return FrameError(reason, True)
@@ -193,7 +211,7 @@ class RequestDecoder:
             if avail and buf[pos:end] != HEADER_V1[:avail]:
                 return self._discard(_describe_bad_header(bytes(buf[pos:end])))
             return NEED_DATA
-        if buf[pos : pos + 4] != HEADER_V1:
+        if not buf.startswith(HEADER_V1, pos):
             return self._discard(_describe_bad_header(bytes(buf[pos : pos + 4])))
         op = buf[pos + 4]
         if op in _KEYED_OPS:
@@ -241,7 +259,7 @@ class ResponseDecoder:
 
     def __init__(self, max_value_size: int = U32_MAX) -> None:
         self.max_value_size = max_value_size
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0
 
     @property
@@ -249,10 +267,11 @@ class ResponseDecoder:
         return len(self._buf) - self._pos
 
     def feed(self, data: bytes) -> None:
-        if self._pos:
-            del self._buf[: self._pos]
+        if self._pos >= len(self._buf):
+            self._buf = data
             self._pos = 0
-        self._buf += data
+        else:
+            self._buf, self._pos = _append(self._buf, self._pos, data)
 
     def next_event(self) -> Response | _NeedData:
         buf = self._buf
