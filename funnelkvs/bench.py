@@ -1,0 +1,484 @@
+"""The load generator behind ``funnelkvs bench``: closed-loop workers in several processes.
+
+Each worker process drives its share of the connections from one ``selectors`` loop over raw
+non-blocking sockets and the protocol codec (no :class:`~funnelkvs.Client`: its pool and locks would
+make the client the bottleneck). Every connection keeps ``depth`` requests in flight, sending a new
+one as each answer arrives. Keys are ``key:%010d`` drawn uniformly from the key space and values are
+``v`` repeated, as the neutral C generator in ``../shared/bench`` does, so figures are comparable.
+
+A latency is the time from the write that carried a request to the read that completed its answer.
+Only answers completed inside the measured window (after the warm-up) count. Latencies go into a
+log-bucketed histogram (HDR-like, under 0.4% error), merged across processes.
+
+Workers are ``python -m funnelkvs.bench --worker`` subprocesses (no fork of the caller, no pickle):
+the coordinator sends each its job as a JSON line on stdin, waits until every worker has connected
+(``ready``), starts them together (``go``), and reads one JSON report line from each stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import IO, Any, Final
+
+from funnelkvs.client.address import Address, parse_addresses
+from funnelkvs.errors import FunnelKVSError, NodeUnreachable
+from funnelkvs.protocol import GET, HEADER_V1, NEED_DATA, PUT, ResponseDecoder, Status
+
+WORKLOADS: Final = ("get", "put", "mix")
+#: Share of GETs in the ``mix`` workload.
+MIX_GET_RATIO: Final = 0.9
+#: Below this key space, request frames are built once up front.
+_PRECOMPUTE_KEYS: Final = 200_000
+_RECV_SIZE: Final = 256 * 1024
+_CONNECT_TIMEOUT: Final = 5.0
+_SUCCESS: Final = int(Status.SUCCESS)
+_NOT_FOUND: Final = int(Status.NOT_FOUND)
+_U32 = struct.Struct(">I")
+
+
+def key_name(index: int) -> bytes:
+    return b"key:%010d" % index
+
+
+def value_of(size: int) -> bytes:
+    return b"v" * size
+
+
+# --- latency histogram ------------------------------------------------------------------------------
+
+
+class LatencyHistogram:
+    """Counts of latencies (ns) in log buckets: 2**SUB_BITS linear sub-buckets per power of two."""
+
+    SUB_BITS: Final = 8
+    _SIZE: Final = 64 << 8
+
+    __slots__ = ("counts", "max_ns", "total", "total_ns")
+
+    def __init__(self) -> None:
+        self.counts = [0] * self._SIZE
+        self.total = 0
+        self.total_ns = 0
+        self.max_ns = 0
+
+    def record(self, ns: int) -> None:
+        shift = ns.bit_length() - self.SUB_BITS
+        if shift <= 0:
+            self.counts[ns] += 1
+        else:
+            self.counts[(shift << self.SUB_BITS) | (ns >> shift)] += 1
+        self.total += 1
+        self.total_ns += ns
+        if ns > self.max_ns:
+            self.max_ns = ns
+
+    @classmethod
+    def bucket_value(cls, index: int) -> int:
+        """The middle of a bucket, in ns."""
+        shift, mantissa = index >> cls.SUB_BITS, index & ((1 << cls.SUB_BITS) - 1)
+        if shift == 0:
+            return mantissa
+        return (mantissa << shift) + (1 << (shift - 1))
+
+    def merge(self, other: LatencyHistogram) -> None:
+        counts = self.counts
+        for index, count in enumerate(other.counts):
+            if count:
+                counts[index] += count
+        self.total += other.total
+        self.total_ns += other.total_ns
+        self.max_ns = max(self.max_ns, other.max_ns)
+
+    def percentile(self, fraction: float) -> int:
+        """The latency (ns) at ``fraction`` (0.99 for p99) of the sorted samples; 0 when empty."""
+        if not self.total:
+            return 0
+        rank = min(int(self.total * fraction), self.total - 1)  # 0-based, as kvsload indexes
+        if rank == self.total - 1:
+            return self.max_ns
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if seen > rank:
+                return min(self.bucket_value(index), self.max_ns)
+        return self.max_ns
+
+    def mean(self) -> float:
+        return self.total_ns / self.total if self.total else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "buckets": [[i, c] for i, c in enumerate(self.counts) if c],
+            "total_ns": self.total_ns,
+            "max_ns": self.max_ns,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LatencyHistogram:
+        hist = cls()
+        for index, count in data["buckets"]:
+            hist.counts[int(index)] += int(count)
+            hist.total += int(count)
+        hist.total_ns = int(data["total_ns"])
+        hist.max_ns = int(data["max_ns"])
+        return hist
+
+
+# --- what to run and what came out -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSpec:
+    servers: str
+    connections: int = 50
+    depth: int = 1
+    workload: str = "get"
+    keys: int = 10_000
+    value_size: int = 16
+    duration: float = 5.0
+    warmup: float = 0.5
+
+    def validate(self) -> None:
+        parse_addresses(self.servers)
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"workload must be one of {', '.join(WORKLOADS)}")
+        for name in ("connections", "depth", "keys"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.value_size < 0 or self.warmup < 0 or self.duration <= 0:
+            raise ValueError("value size and warm-up must be >= 0 and the duration > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchReport:
+    server: str
+    workload: str
+    connections: int
+    depth: int
+    processes: int
+    keys: int
+    value_size: int
+    duration_s: float
+    warmup_s: float
+    ops: int
+    ops_per_s: float
+    p50_us: float
+    p99_us: float
+    p999_us: float
+    mean_us: float
+    max_us: float
+    errors: int
+    not_found: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- the worker --------------------------------------------------------------------------------------
+
+
+class _Frames:
+    """Request frames for key indexes, built once for small key spaces."""
+
+    def __init__(self, spec: BenchSpec) -> None:
+        self.keys = spec.keys
+        value = value_of(spec.value_size)
+        self.put_tail = _U32.pack(len(value)) + value
+        self.cached = spec.keys <= _PRECOMPUTE_KEYS
+        if self.cached:
+            self.gets = [self._prefix(GET, i) for i in range(spec.keys)]
+            self.puts = [self._prefix(PUT, i) + self.put_tail for i in range(spec.keys)]
+
+    @staticmethod
+    def _prefix(op: int, index: int) -> bytes:
+        key = key_name(index)
+        return HEADER_V1 + bytes((op,)) + _U32.pack(len(key)) + key
+
+    def get(self, index: int) -> bytes:
+        return self.gets[index] if self.cached else self._prefix(GET, index)
+
+    def put(self, index: int) -> bytes:
+        return self.puts[index] if self.cached else self._prefix(PUT, index) + self.put_tail
+
+
+class _Conn:
+    __slots__ = ("decoder", "out", "sent_at", "sock", "writing")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.decoder = ResponseDecoder()
+        self.out = bytearray()
+        self.sent_at: deque[int] = deque()
+        self.writing = False
+
+
+def _connect(address: Address) -> socket.socket:
+    try:
+        sock = socket.create_connection(address, timeout=_CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise NodeUnreachable(f"cannot connect to {address}: {exc.strerror or exc}") from exc
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(False)
+    return sock
+
+
+def _drive(spec: BenchSpec, socks: list[socket.socket], start_ns: int) -> dict[str, Any]:
+    """The closed loop: returns ops, errors, not_found and the histogram of the measured window."""
+    frames = _Frames(spec)
+    rand = random.Random(os.getpid() ^ start_ns).random
+    keyspace = spec.keys
+    workload = spec.workload
+    get_ratio = 1.0 if workload == "get" else 0.0 if workload == "put" else MIX_GET_RATIO
+    hist = LatencyHistogram()
+    record = hist.record
+    now = time.perf_counter_ns
+    warm_end = start_ns + int(spec.warmup * 1e9)
+    end = warm_end + int(spec.duration * 1e9)
+    ops = errors = not_found = 0
+
+    selector = selectors.DefaultSelector()
+    conns = [_Conn(sock) for sock in socks]
+
+    def fill(conn: _Conn, count: int, at: int) -> None:
+        out = conn.out
+        for _ in range(count):
+            index = int(rand() * keyspace)
+            out += frames.get(index) if rand() < get_ratio else frames.put(index)
+        conn.sent_at.extend([at] * count)
+
+    def flush(conn: _Conn) -> None:
+        if conn.out:
+            try:
+                sent = conn.sock.send(conn.out)
+            except BlockingIOError:
+                sent = 0
+            del conn.out[:sent]
+        want_write = bool(conn.out)
+        if want_write != conn.writing:
+            conn.writing = want_write
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+            selector.modify(conn.sock, events, conn)
+
+    try:
+        for conn in conns:
+            selector.register(conn.sock, selectors.EVENT_READ, conn)
+            fill(conn, spec.depth, now())
+            flush(conn)
+        while True:
+            t = now()
+            if t >= end:
+                break
+            for key, mask in selector.select(min(0.1, (end - t) / 1e9)):
+                conn = key.data
+                if mask & selectors.EVENT_READ:
+                    try:
+                        data = conn.sock.recv(_RECV_SIZE)
+                    except BlockingIOError:
+                        data = None
+                    if data is not None:
+                        if not data:
+                            raise NodeUnreachable("the node closed a connection during the run")
+                        done_at = now()
+                        decoder = conn.decoder
+                        decoder.feed(data)
+                        sent_at = conn.sent_at
+                        answered = 0
+                        counted = warm_end <= done_at < end
+                        while (response := decoder.next_event()) is not NEED_DATA:
+                            started = sent_at.popleft()
+                            answered += 1
+                            if counted:
+                                record(done_at - started)
+                                status = response.status  # type: ignore[union-attr]
+                                if status != _SUCCESS:
+                                    if status == _NOT_FOUND:
+                                        not_found += 1
+                                    else:
+                                        errors += 1
+                        if counted:
+                            ops += answered
+                        if answered:
+                            fill(conn, answered, done_at)
+                flush(conn)
+    except OSError as exc:
+        raise NodeUnreachable(f"connection to the node lost: {exc.strerror or exc}") from exc
+    finally:
+        selector.close()
+        for sock in socks:
+            sock.close()
+    return {"ops": ops, "errors": errors, "not_found": not_found, "histogram": hist.to_json()}
+
+
+def _worker(job: dict[str, Any], commands: IO[bytes], reports: IO[bytes]) -> None:
+    """One worker: connect its share, say ``ready``, wait for ``go``, run, report (JSON lines)."""
+
+    def report(message: dict[str, Any]) -> None:
+        reports.write(json.dumps(message).encode() + b"\n")
+        reports.flush()
+
+    spec = BenchSpec(**job["spec"])
+    socks: list[socket.socket] = []
+    try:
+        addresses = parse_addresses(spec.servers)
+        for i in range(job["first"], job["first"] + job["count"]):
+            socks.append(_connect(addresses[i % len(addresses)]))
+        report({"ready": True})
+        if commands.readline().strip() != b"go":
+            return  # the coordinator gave up (another worker failed)
+        report(_drive(spec, socks, time.perf_counter_ns()))
+    except FunnelKVSError as exc:
+        report({"error": str(exc)})
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def worker_process_main() -> None:
+    """``python -m funnelkvs.bench --worker``: the job arrives as the first line on stdin."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the coordinator, which stops us
+    commands, reports = sys.stdin.buffer, sys.stdout.buffer
+    line = commands.readline()
+    if line:
+        _worker(json.loads(line), commands, reports)
+
+
+# --- the coordinator ---------------------------------------------------------------------------------
+
+
+def split(total: int, parts: int) -> Iterator[tuple[int, int]]:
+    """``(first, count)`` for each of ``parts`` near-equal shares of ``total``."""
+    first = 0
+    for p in range(parts):
+        count = total // parts + (1 if p < total % parts else 0)
+        yield first, count
+        first += count
+
+
+def populate(spec: BenchSpec) -> int:
+    """Store every key of the key space once, pipelined, so GETs hit."""
+    from funnelkvs.client import Client
+
+    value = value_of(spec.value_size)
+    with Client(spec.servers, pool_size=1, timeout=30.0) as client:
+        return client.put_many(((key_name(i), value) for i in range(spec.keys)), batch_size=2000)
+
+
+class _WorkerProcess:
+    """A worker subprocess and the JSON lines it writes on its stdout."""
+
+    def __init__(self, spec: BenchSpec, first: int, count: int) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "funnelkvs.bench", "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+        )
+        self._pending = b""
+        self.send({"spec": asdict(spec), "first": first, "count": count})
+
+    def send(self, message: dict[str, Any] | str) -> None:
+        data = message if isinstance(message, str) else json.dumps(message)
+        assert self.process.stdin is not None
+        try:
+            self.process.stdin.write(data.encode() + b"\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died; reading its report says so
+
+    def receive(self, deadline: float) -> dict[str, Any]:
+        """The next JSON line, or an ``error`` entry if the worker dies or stays silent past ``deadline``."""
+        stdout = self.process.stdout
+        assert stdout is not None
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            readable, _, _ = select.select([stdout], [], [], max(0.0, remaining))
+            if not readable:
+                return {"error": "a benchmark worker did not report in time"}
+            chunk = stdout.read(65536)
+            if not chunk:
+                return {"error": f"a benchmark worker exited ({self.process.wait()}) without a report"}
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        message: dict[str, Any] = json.loads(line)
+        return message
+
+    def stop(self) -> None:
+        process = self.process
+        if process.stdin is not None:
+            try:
+                process.stdin.close()
+            except BrokenPipeError:
+                pass
+        try:
+            process.wait(5.0)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def run_bench(spec: BenchSpec, processes: int | None = None) -> BenchReport:
+    """Run the benchmark; raises :class:`NodeUnreachable` when the node cannot be reached or is lost."""
+    spec.validate()
+    processes = max(1, min(processes or os.cpu_count() or 1, spec.connections))
+    workers: list[_WorkerProcess] = []
+    try:
+        for first, count in split(spec.connections, processes):
+            workers.append(_WorkerProcess(spec, first, count))
+        ready_by = time.monotonic() + 30.0
+        greetings = [worker.receive(ready_by) for worker in workers]
+        failures = [g["error"] for g in greetings if "error" in g]
+        if failures:
+            raise NodeUnreachable(failures[0])
+        for worker in workers:
+            worker.send("go")
+        done_by = time.monotonic() + spec.warmup + spec.duration + 30.0
+        results = [worker.receive(done_by) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.stop()
+    failures = [r["error"] for r in results if "error" in r]
+    if failures:
+        raise NodeUnreachable(failures[0])
+    hist = LatencyHistogram()
+    for result in results:
+        hist.merge(LatencyHistogram.from_json(result["histogram"]))
+    ops = sum(int(r["ops"]) for r in results)
+    return BenchReport(
+        server=spec.servers,
+        workload=spec.workload,
+        connections=spec.connections,
+        depth=spec.depth,
+        processes=processes,
+        keys=spec.keys,
+        value_size=spec.value_size,
+        duration_s=spec.duration,
+        warmup_s=spec.warmup,
+        ops=ops,
+        ops_per_s=ops / spec.duration,
+        p50_us=hist.percentile(0.50) / 1000,
+        p99_us=hist.percentile(0.99) / 1000,
+        p999_us=hist.percentile(0.999) / 1000,
+        mean_us=hist.mean() / 1000,
+        max_us=hist.max_ns / 1000,
+        errors=sum(int(r["errors"]) for r in results),
+        not_found=sum(int(r["not_found"]) for r in results),
+    )
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--worker"]:
+    worker_process_main()

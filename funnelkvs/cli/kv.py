@@ -1,0 +1,212 @@
+"""``funnelkvs get|put|delete|ping|stats``: one request to one node, for scripts and humans.
+
+``get`` writes the raw value to standard output (a newline is added only on a terminal). Expected
+failures print one line on standard error and exit with a status from :mod:`funnelkvs.cli`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from funnelkvs.cli import (
+    EXIT_FAILURE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_SERVER_ERROR,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+)
+from funnelkvs.client import DEFAULT_SERVER, Client
+from funnelkvs.errors import (
+    ClientClosed,
+    FunnelKVSError,
+    LocalProtocolError,
+    NodeUnreachable,
+    RequestTimeout,
+    ServerError,
+)
+
+SERVER_ENV = "FUNNELKVS_SERVER"
+
+
+class CommandFailed(Exception):
+    """Ends a command with ``status`` after printing ``message`` (one line) on standard error."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def add_server_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-s",
+        "--server",
+        metavar="HOST:PORT",
+        default=None,
+        help=f"node to talk to (default: ${SERVER_ENV}, else {DEFAULT_SERVER})",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, metavar="SECONDS", help="answer timeout (default 5)"
+    )
+
+
+def server_of(args: argparse.Namespace) -> str:
+    server: str | None = args.server or os.environ.get(SERVER_ENV)
+    return server or DEFAULT_SERVER
+
+
+def exit_status_for(exc: FunnelKVSError) -> int:
+    if isinstance(exc, NodeUnreachable | RequestTimeout):
+        return EXIT_UNREACHABLE
+    if isinstance(exc, LocalProtocolError):
+        return EXIT_USAGE
+    if isinstance(exc, ServerError):
+        return EXIT_SERVER_ERROR
+    if isinstance(exc, ClientClosed):
+        return EXIT_FAILURE
+    return EXIT_SERVER_ERROR  # a RemoteProtocolError: the node answered with something broken
+
+
+def fail(prog: str, message: str) -> None:
+    first_line = message.strip().splitlines()[0] if message.strip() else "failed"
+    print(f"{prog}: {first_line}", file=sys.stderr)
+
+
+@contextmanager
+def connected(args: argparse.Namespace) -> Iterator[Client]:
+    """A one-connection client for ``--server``; a bad address is a usage error."""
+    try:
+        client = Client(server_of(args), pool_size=1, timeout=args.timeout)
+    except ValueError as exc:
+        raise CommandFailed(str(exc), EXIT_USAGE) from exc
+    with client:
+        yield client
+
+
+def run_guarded(prog: str, body: Callable[[], int]) -> int:
+    """Run a command body, turning expected failures into one line on stderr and an exit status."""
+    try:
+        return body()
+    except CommandFailed as exc:
+        fail(prog, str(exc))
+        return exc.status
+    except FunnelKVSError as exc:
+        fail(prog, str(exc))
+        return exit_status_for(exc)
+    except BrokenPipeError:
+        # The reader went away (`funnelkvs get k | head -c1`); nothing left to say to it.
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def argv_bytes(text: str) -> bytes:
+    """Command-line text as the bytes the user typed (``os.fsencode`` undoes surrogate escapes)."""
+    return os.fsencode(text)
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def run_get(args: argparse.Namespace) -> int:
+    def body() -> int:
+        with connected(args) as client:
+            value = client.get(argv_bytes(args.key))
+        if value is None:
+            raise CommandFailed(f"key not found: {args.key}", EXIT_NOT_FOUND)
+        out = sys.stdout.buffer
+        out.write(value)
+        if sys.stdout.isatty():
+            out.write(b"\n")
+        out.flush()
+        return EXIT_OK
+
+    return run_guarded("funnelkvs get", body)
+
+
+def run_put(args: argparse.Namespace) -> int:
+    def body() -> int:
+        value = sys.stdin.buffer.read() if args.value == "-" else argv_bytes(args.value)
+        with connected(args) as client:
+            client.put(argv_bytes(args.key), value)
+        return EXIT_OK
+
+    return run_guarded("funnelkvs put", body)
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    def body() -> int:
+        with connected(args) as client:
+            client.delete(argv_bytes(args.key))
+        return EXIT_OK
+
+    return run_guarded("funnelkvs delete", body)
+
+
+def run_ping(args: argparse.Namespace) -> int:
+    def body() -> int:
+        with connected(args) as client:
+            print(client.ping(), flush=True)
+        return EXIT_OK
+
+    return run_guarded("funnelkvs ping", body)
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    def body() -> int:
+        with connected(args) as client:
+            info: dict[str, Any] = client.info()
+        if args.json:
+            print(json.dumps(info, sort_keys=True), flush=True)
+        else:
+            # The reference's text first, then what v1 STATS does not carry.
+            print(f"keys: {info['keys']}, size: {info['bytes']}")
+            for name in ("node_id", "address", "backend", "uptime_s"):
+                if info.get(name) is not None:
+                    print(f"{name}: {info[name]}")
+            sys.stdout.flush()
+        return EXIT_OK
+
+    return run_guarded("funnelkvs stats", body)
+
+
+def add_parser(subparsers: Any) -> None:
+    get = subparsers.add_parser(
+        "get", help="print the value of a key", description="Print the raw value of KEY."
+    )
+    get.add_argument("key", metavar="KEY")
+    add_server_option(get)
+    get.set_defaults(func=run_get)
+
+    put = subparsers.add_parser("put", help="store a value", description="Store VALUE under KEY.")
+    put.add_argument("key", metavar="KEY")
+    put.add_argument("value", metavar="VALUE", help="the value; '-' reads it (as bytes) from standard input")
+    add_server_option(put)
+    put.set_defaults(func=run_put)
+
+    delete = subparsers.add_parser("delete", help="delete a key", description="Delete KEY (missing is fine).")
+    delete.add_argument("key", metavar="KEY")
+    add_server_option(delete)
+    delete.set_defaults(func=run_delete)
+
+    ping = subparsers.add_parser("ping", help="check that a node answers", description="Print 'pong'.")
+    add_server_option(ping)
+    ping.set_defaults(func=run_ping)
+
+    stats = subparsers.add_parser("stats", help="show a node's key count and size", description="Node stats.")
+    stats.add_argument("--json", action="store_true", help="one JSON object (keys, bytes, node_id, ...)")
+    add_server_option(stats)
+    stats.set_defaults(func=run_stats)

@@ -1,0 +1,285 @@
+"""The FunnelKVS client: ``Client("127.0.0.1:8001").get(b"key")``.
+
+Retry policy: a call is sent again, once, on a fresh connection only when all of these hold:
+
+- the connection came from the pool (it had served earlier calls, so the node may have closed it while
+  it sat idle; a brand-new connection that fails is a real failure, reported at once);
+- the failure is :class:`NodeUnreachable` (reset or EOF), never :class:`RequestTimeout` (the node may
+  still be working on the request, and waiting twice would double the caller's bound);
+- not one byte of the answer had arrived;
+- the op is idempotent. Every v1 op is: GET, PING and STATS read; PUT writes the same value again and
+  DELETE deletes again. The one hazard of replaying a PUT or DELETE is ordering: if the node did apply
+  the first copy, another client's write to the same key landing between the two copies is undone by
+  the replay. Pass ``retry=False`` where that matters. A later non-idempotent op (e.g. a conditional
+  write) must not be retried; :data:`IDEMPOTENT_OPS` is the list to keep honest.
+
+Connecting is always safe to retry (nothing was sent): a refused connection moves on to the next address.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, TypeVar, overload
+
+from funnelkvs.client.address import Address, parse_addresses
+from funnelkvs.client.answers import result_of
+from funnelkvs.client.pipeline import Pipeline
+from funnelkvs.client.pool import ConnectionPool
+from funnelkvs.errors import KeyNotFound, LocalProtocolError, NodeUnreachable
+from funnelkvs.keyspace import ring_digest
+from funnelkvs.protocol import (
+    DEFAULT_MAX_KEY_SIZE,
+    DEFAULT_MAX_VALUE_SIZE,
+    Op,
+    Response,
+    encode_request,
+    parse_stats_text,
+)
+
+DEFAULT_SERVER: Final = "127.0.0.1:8001"
+#: Ops that may be replayed after a dropped connection (see the module docstring).
+IDEMPOTENT_OPS: Final = frozenset({Op.GET, Op.PUT, Op.DELETE, Op.PING, Op.STATS})
+
+#: Extra ``name: value`` fields a node may add to its STATS text, and how each is read. Reporting one
+#: more field in :meth:`Client.info` is one line here.
+INFO_FIELDS: Final[dict[str, Callable[[str], object]]] = {
+    "node_id": str,
+    "address": str,
+    "backend": str,
+    "uptime_s": float,
+}
+
+KeyLike = str | bytes | bytearray | memoryview
+T = TypeVar("T")
+
+
+def to_bytes(data: object, what: str) -> bytes:
+    """Keys and values travel as bytes; ``str`` is encoded as UTF-8."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8")
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"{what} must be bytes or str, not {type(data).__name__}")
+
+
+class Client:
+    """A thread-safe client for one FunnelKVS node, or several (round-robin, with failover).
+
+    :param servers: ``"host:port"``, a comma-separated list of them, or a list of them.
+    :param pool_size: the most connections open at once; more concurrent callers wait for one.
+    :param connect_timeout: seconds to establish a connection (per address tried).
+    :param timeout: seconds to wait for an answer (for a pipeline: for each bit of progress).
+    :param retry: replay a call once after a dropped pooled connection (see the module docstring).
+    :param max_key_size, max_value_size: sizes refused locally with :class:`LocalProtocolError`.
+    """
+
+    def __init__(
+        self,
+        servers: str | Iterable[str] = DEFAULT_SERVER,
+        *,
+        pool_size: int = 8,
+        connect_timeout: float | None = 2.0,
+        timeout: float | None = 5.0,
+        retry: bool = True,
+        max_key_size: int = DEFAULT_MAX_KEY_SIZE,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+    ) -> None:
+        self._pool = ConnectionPool(parse_addresses(servers), pool_size, connect_timeout, timeout)
+        self.retry = retry
+        self.max_key_size = max_key_size
+        self.max_value_size = max_value_size
+
+    # --- plumbing -----------------------------------------------------------------------------------
+
+    @property
+    def addresses(self) -> tuple[Address, ...]:
+        return self._pool.addresses
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closed
+
+    def key_bytes(self, key: object) -> bytes:
+        data = to_bytes(key, "key")
+        if len(data) > self.max_key_size:
+            raise LocalProtocolError(f"key of {len(data)} bytes exceeds the maximum of {self.max_key_size}")
+        return data
+
+    def value_bytes(self, value: object) -> bytes:
+        data = to_bytes(value, "value")
+        if len(data) > self.max_value_size:
+            raise LocalProtocolError(
+                f"value of {len(data)} bytes exceeds the maximum of {self.max_value_size}"
+            )
+        return data
+
+    def _roundtrip(self, op: int, frame: bytes) -> tuple[Response, Address]:
+        pool = self._pool
+        conn, reused = pool.checkout()
+        ok = False
+        try:
+            try:
+                response = conn.request(frame)
+            except NodeUnreachable:
+                if not (reused and self.retry and conn.received == 0 and op in IDEMPOTENT_OPS):
+                    raise
+                conn.close()
+                conn = pool.connect()
+                response = conn.request(frame)
+            ok = True
+            return response, conn.address
+        finally:
+            pool.checkin(conn, ok)
+
+    def exchange(self, ops: Sequence[int], frames: Sequence[bytes]) -> tuple[list[Response], Address]:
+        """Send encoded requests pipelined on one connection; their answers in order (used by
+        :class:`Pipeline`)."""
+        pool = self._pool
+        conn, reused = pool.checkout()
+        ok = False
+        try:
+            try:
+                responses = conn.exchange(frames)
+            except NodeUnreachable:
+                safe = all(op in IDEMPOTENT_OPS for op in ops)
+                if not (reused and self.retry and conn.received == 0 and safe):
+                    raise
+                conn.close()
+                conn = pool.connect()
+                responses = conn.exchange(frames)
+            ok = True
+            return responses, conn.address
+        finally:
+            pool.checkin(conn, ok)
+
+    def _call(self, op: int, key: bytes = b"", value: bytes = b"") -> Any:
+        response, address = self._roundtrip(op, encode_request(op, key, value))
+        return result_of(op, response, address)
+
+    # --- operations ---------------------------------------------------------------------------------
+
+    @overload
+    def get(self, key: KeyLike) -> bytes | None: ...
+    @overload
+    def get(self, key: KeyLike, default: T) -> bytes | T: ...
+    def get(self, key: KeyLike, default: object = None) -> object:
+        """The value of ``key``, or ``default`` (``None``) when it has none."""
+        value: bytes | None = self._call(Op.GET, self.key_bytes(key))
+        return default if value is None else value
+
+    def __getitem__(self, key: KeyLike) -> bytes:
+        """The value of ``key``; raises :class:`KeyNotFound` (a ``KeyError``) when it has none."""
+        value: bytes | None = self._call(Op.GET, self.key_bytes(key))
+        if value is None:
+            raise KeyNotFound(key)
+        return value
+
+    def put(self, key: KeyLike, value: KeyLike) -> None:
+        self._call(Op.PUT, self.key_bytes(key), self.value_bytes(value))
+
+    __setitem__ = put
+
+    def delete(self, key: KeyLike) -> None:
+        """Delete ``key``. Deleting a missing key is not an error (v1 cannot tell the two apart)."""
+        self._call(Op.DELETE, self.key_bytes(key))
+
+    __delitem__ = delete
+
+    def ping(self) -> str:
+        """``"pong"`` from a live node; raises :class:`NodeUnreachable` or :class:`RequestTimeout`."""
+        text: str = self._call(Op.PING)
+        return text
+
+    def stats(self) -> dict[str, int]:
+        """The node's STATS answer parsed: ``{"keys": N, "size": N}`` (plus any numeric fields it adds)."""
+        stats: dict[str, int] = self._call(Op.STATS)
+        return stats
+
+    def info(self) -> dict[str, Any]:
+        """What the node tells about itself: ``keys``, ``bytes``, ``node_id``, ``address``, ``backend``,
+        ``uptime_s`` (``None`` when the node does not report it).
+
+        v1 STATS only carries ``keys`` and ``size``; ``node_id`` is then derived from the address the
+        client reached, as a node derives it from its advertised address (they differ if the two
+        addresses do). Fields a node adds to its STATS text (see :data:`INFO_FIELDS`) override these.
+        """
+        response, address = self._roundtrip(Op.STATS, encode_request(Op.STATS))
+        result_of(Op.STATS, response, address)  # raises for an error status
+        numbers = parse_stats_text(response.value)
+        info: dict[str, Any] = {
+            "keys": numbers.get("keys", 0),
+            "bytes": numbers.get("size", 0),
+            "node_id": ring_digest(str(address).encode()).hex(),
+            "address": str(address),
+            "backend": None,
+            "uptime_s": None,
+        }
+        for name, text in _stats_fields(response.value).items():
+            reader = INFO_FIELDS.get(name)
+            if reader is not None:
+                try:
+                    info[name] = reader(text)
+                except ValueError:
+                    continue
+        return info
+
+    # --- bulk ---------------------------------------------------------------------------------------
+
+    def pipeline(self) -> Pipeline:
+        """Queue requests, then send them in one go with :meth:`Pipeline.execute`."""
+        return Pipeline(self)
+
+    def put_many(
+        self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]], *, batch_size: int = 1000
+    ) -> int:
+        """Store every ``(key, value)``, pipelined ``batch_size`` at a time; returns how many."""
+        pairs = items.items() if isinstance(items, Mapping) else items
+        count = 0
+        pipe = Pipeline(self)
+        for key, value in pairs:
+            pipe.put(key, value)
+            if len(pipe) >= batch_size:
+                count += len(pipe.execute())
+        count += len(pipe.execute())
+        return count
+
+    def get_many(self, keys: Iterable[KeyLike], *, batch_size: int = 1000) -> list[bytes | None]:
+        """The values of ``keys`` in order (``None`` where not found), pipelined."""
+        values: list[bytes | None] = []
+        pipe = Pipeline(self)
+        for key in keys:
+            pipe.get(key)
+            if len(pipe) >= batch_size:
+                values.extend(pipe.execute())
+        values.extend(pipe.execute())
+        return values
+
+    # --- lifetime -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every connection; later calls raise :class:`ClientClosed`. Idempotent."""
+        self._pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Client {','.join(map(str, self.addresses))} {state}>"
+
+
+def _stats_fields(text: bytes) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for part in text.decode("utf-8", "replace").split(","):
+        name, sep, value = part.partition(":")
+        if sep:
+            fields[name.strip()] = value.strip()
+    return fields

@@ -1,0 +1,125 @@
+"""``funnelkvs get|put|delete|ping|stats`` through real subprocesses against a real node."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from funnelkvs import Client
+from funnelkvs.cli import EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE
+from funnelkvs.keyspace import ring_digest
+from funnelkvs.testing.cluster import NodeProcess, funnelkvs_command
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    with NodeProcess.start(tmp_path_factory.mktemp("node")) as process:
+        yield process
+
+
+def cli(
+    *args: str | bytes, stdin: bytes = b"", env: dict[str, str] | None = None, module: bool = False
+) -> subprocess.CompletedProcess[bytes]:
+    command: list[str | bytes] = [sys.executable, "-m", "funnelkvs.cli"] if module else [*funnelkvs_command()]
+    environment = {k: v for k, v in os.environ.items() if k != "FUNNELKVS_SERVER"}
+    environment.update(env or {})
+    return subprocess.run(
+        [*command, *args], input=stdin, capture_output=True, env=environment, timeout=30, check=False
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[bytes], status: int) -> None:
+    assert result.returncode == status, result.stderr
+    assert result.stdout == b""
+    assert b"Traceback" not in result.stderr
+    assert result.stderr.endswith(b"\n") and result.stderr.count(b"\n") == 1, result.stderr
+
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_put_get_delete_roundtrip(node: NodeProcess) -> None:
+    put = cli("put", "fruit", "apple pie", "-s", node.address)
+    assert (put.returncode, put.stdout, put.stderr) == (0, b"", b"")
+    got = cli("get", "fruit", "--server", node.address)
+    assert (got.returncode, got.stdout, got.stderr) == (0, b"apple pie", b"")  # raw: no newline on a pipe
+    assert cli("delete", "fruit", "-s", node.address).returncode == 0
+    assert_one_line_error(cli("get", "fruit", "-s", node.address), EXIT_NOT_FOUND)
+
+
+def test_put_from_stdin_keeps_bytes_exact(node: NodeProcess) -> None:
+    payload = bytes(range(256)) + b"\n\r\n\x00end"
+    assert cli("put", "blob", "-", "-s", node.address, stdin=payload).returncode == 0
+    assert cli("get", "blob", "-s", node.address).stdout == payload
+
+
+def test_non_utf8_arguments_are_sent_as_typed(node: NodeProcess) -> None:
+    assert cli("put", b"k\xff\xfe", b"v\x80", "-s", node.address).returncode == 0
+    with Client(node.address) as client:
+        assert client.get(b"k\xff\xfe") == b"v\x80"
+
+
+def test_server_from_environment(node: NodeProcess) -> None:
+    result = cli("ping", env={"FUNNELKVS_SERVER": node.address})
+    assert (result.returncode, result.stdout) == (0, b"pong\n")
+
+
+def test_python_dash_m(node: NodeProcess) -> None:
+    result = cli("ping", "-s", node.address, module=True)
+    assert (result.returncode, result.stdout) == (0, b"pong\n")
+
+
+def test_stats_text_and_json(node: NodeProcess) -> None:
+    with Client(node.address) as client:
+        client.put("s1", "12345")
+        expected = client.stats()
+    text = cli("stats", "-s", node.address)
+    assert text.returncode == 0
+    assert text.stdout.splitlines()[0] == f"keys: {expected['keys']}, size: {expected['size']}".encode()
+    result = cli("stats", "--json", "-s", node.address)
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert {"keys", "bytes", "node_id", "address", "backend", "uptime_s"} <= set(info)
+    assert isinstance(info["keys"], int) and info["keys"] == expected["keys"]
+    assert info["bytes"] == expected["size"]
+    assert info["address"] == node.address
+    assert info["node_id"] == ring_digest(node.address.encode()).hex()
+
+
+@pytest.mark.parametrize(
+    "command", [["get", "k"], ["put", "k", "v"], ["delete", "k"], ["ping"], ["stats"], ["stats", "--json"]]
+)
+def test_unreachable_node(command: list[str]) -> None:
+    result = cli(*command, "-s", f"127.0.0.1:{closed_port()}")
+    assert_one_line_error(result, EXIT_UNREACHABLE)
+    assert b"cannot connect" in result.stderr
+
+
+def test_node_that_never_answers_times_out() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))  # accepted by the kernel, never answered
+    try:
+        address = f"127.0.0.1:{listener.getsockname()[1]}"
+        assert_one_line_error(cli("get", "k", "-s", address, "--timeout", "0.3"), EXIT_UNREACHABLE)
+    finally:
+        listener.close()
+
+
+@pytest.mark.parametrize("server", ["nonsense", "127.0.0.1:99999", "127.0.0.1:"])
+def test_bad_server_value_is_a_usage_error(server: str) -> None:
+    assert_one_line_error(cli("ping", "-s", server), EXIT_USAGE)
+    assert_one_line_error(cli("ping", env={"FUNNELKVS_SERVER": server}), EXIT_USAGE)
+
+
+def test_key_over_the_limit_is_refused_locally(node: NodeProcess) -> None:
+    assert_one_line_error(cli("get", "k" * (64 * 1024 + 1), "-s", node.address), EXIT_USAGE)
