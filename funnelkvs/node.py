@@ -17,6 +17,7 @@ without reading cannot make the node buffer without bound.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import signal
 import socket
@@ -33,6 +34,7 @@ from funnelkvs.protocol import (
     DELETE,
     GET,
     HEADER_V1,
+    INFO,
     NEED_DATA,
     RESPONSE_HEAD,
     PING,
@@ -362,6 +364,8 @@ class Node:
                     answer = RESPONSE_PONG
                 elif op == STATS:
                     answer = encode_response(_SUCCESS, stats_text(backend.count(), backend.size()))
+                elif op == INFO:
+                    answer = encode_response(_SUCCESS, json.dumps(self.info()).encode())
                 else:  # the decoder only yields v1 ops; anything else is a bug, answered as one
                     raise AssertionError(f"decoder yielded op {op:#04x}")
             except Exception:

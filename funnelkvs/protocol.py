@@ -45,11 +45,13 @@ class Op(IntEnum):
     DELETE = 0x03
     PING = 0x04
     STATS = 0x05
+    #: FunnelKVS extension (not in the reference): the node describes itself as a JSON object.
+    INFO = 0x06
 
 
 #: Op codes reserved for later frames (never valid in v1; documented in docs/protocol.md).
 RESERVED_OP_RANGES: Final = {
-    "client extensions (v1 and v2)": range(0x06, 0x10),
+    "client extensions (v1 and v2)": range(0x07, 0x10),
     "node-to-node RPC (v2)": range(0x10, 0x30),
     "admin queries (v2)": range(0x30, 0x40),
 }
@@ -70,6 +72,8 @@ PUT: Final = 0x02
 DELETE: Final = 0x03
 PING: Final = 0x04
 STATS: Final = 0x05
+INFO: Final = 0x06
+_BODYLESS_OPS: Final = frozenset((PING, STATS, INFO))
 _KEYED_OPS: Final = frozenset((GET, DELETE))
 
 
@@ -242,7 +246,7 @@ class RequestDecoder:
                 return NEED_DATA
             self._pos = stop
             return Request(PUT, bytes(buf[pos + 9 : vlen_at]), bytes(buf[vlen_at + 4 : stop]))
-        if op == PING or op == STATS:
+        if op in _BODYLESS_OPS:
             self._pos = pos + 5
             return Request(op, b"", b"")
         return self._discard(_describe_bad_op(op))
@@ -304,7 +308,7 @@ def encode_request(op: int, key: bytes = b"", value: bytes = b"") -> bytes:
         if len(key) > U32_MAX or len(value) > U32_MAX:
             raise LocalProtocolError("key or value longer than a u32 length can declare")
         return b"".join((HEADER_V1, bytes((PUT,)), _U32.pack(len(key)), key, _U32.pack(len(value)), value))
-    if op == PING or op == STATS:
+    if op in _BODYLESS_OPS:
         return HEADER_V1 + bytes((op,))
     raise LocalProtocolError(f"op {op:#04x} is not a v1 request")
 

@@ -95,6 +95,8 @@ def test_stats_text_and_json(node: NodeProcess) -> None:
     assert info["bytes"] == expected["size"]
     assert info["address"] == node.address
     assert info["node_id"] == ring_digest(node.address.encode()).hex()
+    assert info["backend"] == "memory"
+    assert isinstance(info["uptime_s"], float) and info["uptime_s"] >= 0
 
 
 @pytest.mark.parametrize(

@@ -387,24 +387,6 @@ def test_garbage_answer_is_a_remote_protocol_error(fake: FakeNode) -> None:
         client.ping()
 
 
-def test_info_reads_extra_stats_fields(fake: FakeNode) -> None:
-    with Client(fake.address) as client:
-        client.put("k", "abc")
-        info = client.info()
-        assert info == {
-            "keys": 1,
-            "bytes": 3,
-            "node_id": ring_digest(fake.address.encode()).hex(),
-            "address": fake.address,
-            "backend": None,
-            "uptime_s": None,
-        }
-        fake.stats_extra = b", backend: lmdb, uptime_s: 12.5, node_id: abcd"
-        info = client.info()
-        assert (info["backend"], info["uptime_s"], info["node_id"]) == ("lmdb", 12.5, "abcd")
-        assert client.stats() == {"keys": 1, "size": 3}
-
-
 def test_local_validation_sends_nothing(fake: FakeNode) -> None:
     with Client(fake.address, max_key_size=8, max_value_size=16) as client:
         with pytest.raises(LocalProtocolError):
@@ -450,3 +432,31 @@ def test_close_while_a_call_is_in_flight(fake: FakeNode) -> None:
     assert outcome and isinstance(outcome[0], RequestTimeout)
     with pytest.raises(ClientClosed):
         client.ping()
+
+
+def test_info_falls_back_to_stats_on_a_node_without_the_info_op() -> None:
+    """A reference node answers INFO (op 06) with INVALID_REQUEST; info() then uses STATS."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        decoder = RequestDecoder()
+        with conn:
+            while data := conn.recv(4096):
+                decoder.feed(data)
+                while (event := decoder.next_event()) is not NEED_DATA:
+                    if event.op == 0x06:  # type: ignore[union-attr]
+                        conn.sendall(encode_response(Status.INVALID_REQUEST))
+                    else:
+                        conn.sendall(encode_response(Status.SUCCESS, b"keys: 2, size: 7"))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    host, port = server.getsockname()
+    try:
+        with Client(f"{host}:{port}", pool_size=1) as client:
+            info = client.info()
+        assert info["keys"] == 2 and info["bytes"] == 7
+        assert info["backend"] is None and info["uptime_s"] is None
+    finally:
+        server.close()

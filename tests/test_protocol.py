@@ -47,6 +47,7 @@ REFERENCE_REQUESTS = [
     (b"KVS\x01\x03\x00\x00\x00\x03foo", Request(Op.DELETE, b"foo")),
     (b"KVS\x01\x04", Request(Op.PING)),
     (b"KVS\x01\x05", Request(Op.STATS)),
+    (b"KVS\x01\x06", Request(Op.INFO)),
 ]
 
 
@@ -93,7 +94,7 @@ def test_stats_text_matches_reference_and_parses() -> None:
         (b"KVS\x09\x04", "unsupported protocol version"),
         (b"KVS\x02\x04", "version 2 is reserved"),
         (b"KVS\x01\x00", "unknown op 0x00"),
-        (b"KVS\x01\x06", "reserved for client extensions"),
+        (b"KVS\x01\x07", "reserved for client extensions"),
         (b"KVS\x01\x10", "reserved for node-to-node RPC"),
         (b"KVS\x01\x30", "reserved for admin queries"),
         (b"KVS\x01\xff", "unknown op 0xff"),
@@ -230,7 +231,7 @@ def test_arbitrary_bytes_never_crash_and_stay_bounded(chunks: list[bytes]) -> No
         for event in decode_all(decoder):
             assert isinstance(event, Request | FrameError)
             if isinstance(event, Request):
-                assert event.op in {1, 2, 3, 4, 5}
+                assert event.op in {1, 2, 3, 4, 5, 6}
                 assert len(event.key) <= 32 and len(event.value) <= 32
         # Never more buffered than one maximal frame (9 + 32 + 4 + 32 bytes) plus the last chunk.
         assert decoder.buffered <= 9 + 32 + 4 + 32 + 64

@@ -18,7 +18,8 @@ Connecting is always safe to retry (nothing was sent): a refused connection move
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
 
@@ -26,29 +27,20 @@ from funnelkvs.client.address import Address, parse_addresses
 from funnelkvs.client.answers import result_of
 from funnelkvs.client.pipeline import Pipeline
 from funnelkvs.client.pool import ConnectionPool
-from funnelkvs.errors import KeyNotFound, LocalProtocolError, NodeUnreachable
+from funnelkvs.errors import KeyNotFound, LocalProtocolError, NodeUnreachable, RemoteProtocolError
 from funnelkvs.keyspace import ring_digest
 from funnelkvs.protocol import (
     DEFAULT_MAX_KEY_SIZE,
     DEFAULT_MAX_VALUE_SIZE,
     Op,
     Response,
+    Status,
     encode_request,
-    parse_stats_text,
 )
 
 DEFAULT_SERVER: Final = "127.0.0.1:8001"
 #: Ops that may be replayed after a dropped connection (see the module docstring).
-IDEMPOTENT_OPS: Final = frozenset({Op.GET, Op.PUT, Op.DELETE, Op.PING, Op.STATS})
-
-#: Extra ``name: value`` fields a node may add to its STATS text, and how each is read. Reporting one
-#: more field in :meth:`Client.info` is one line here.
-INFO_FIELDS: Final[dict[str, Callable[[str], object]]] = {
-    "node_id": str,
-    "address": str,
-    "backend": str,
-    "uptime_s": float,
-}
+IDEMPOTENT_OPS: Final = frozenset({Op.GET, Op.PUT, Op.DELETE, Op.PING, Op.STATS, Op.INFO})
 
 KeyLike = str | bytes | bytearray | memoryview
 T = TypeVar("T")
@@ -200,16 +192,25 @@ class Client:
 
     def info(self) -> dict[str, Any]:
         """What the node tells about itself: ``keys``, ``bytes``, ``node_id``, ``address``, ``backend``,
-        ``uptime_s`` (``None`` when the node does not report it).
+        ``uptime_s`` (and any other field it reports), from the INFO op.
 
-        v1 STATS only carries ``keys`` and ``size``; ``node_id`` is then derived from the address the
-        client reached, as a node derives it from its advertised address (they differ if the two
-        addresses do). Fields a node adds to its STATS text (see :data:`INFO_FIELDS`) override these.
+        A node that does not know INFO (the reference implementation) answers INVALID_REQUEST; then the
+        answer is built from v1 STATS, ``node_id`` is derived from the address the client reached, and
+        ``backend``/``uptime_s`` are ``None``.
         """
-        response, address = self._roundtrip(Op.STATS, encode_request(Op.STATS))
-        result_of(Op.STATS, response, address)  # raises for an error status
-        numbers = parse_stats_text(response.value)
-        info: dict[str, Any] = {
+        response, address = self._roundtrip(Op.INFO, encode_request(Op.INFO))
+        if response.status == Status.SUCCESS:
+            try:
+                reported = json.loads(response.value)
+            except ValueError as exc:
+                raise RemoteProtocolError(f"{address}: INFO answer is not JSON") from exc
+            if not isinstance(reported, dict):
+                raise RemoteProtocolError(f"{address}: INFO answer is not a JSON object")
+            return reported
+        if response.status != Status.INVALID_REQUEST:
+            result_of(Op.INFO, response, address)  # raises the error the status means
+        numbers = self.stats()
+        return {
             "keys": numbers.get("keys", 0),
             "bytes": numbers.get("size", 0),
             "node_id": ring_digest(str(address).encode()).hex(),
@@ -217,14 +218,6 @@ class Client:
             "backend": None,
             "uptime_s": None,
         }
-        for name, text in _stats_fields(response.value).items():
-            reader = INFO_FIELDS.get(name)
-            if reader is not None:
-                try:
-                    info[name] = reader(text)
-                except ValueError:
-                    continue
-        return info
 
     # --- bulk ---------------------------------------------------------------------------------------
 

@@ -1,0 +1,550 @@
+"""Loading plugins and turning their contributions into registries the node picks from by name.
+
+Built-in plugins (:data:`DEFAULT_PLUGINS`) are registered exactly like third-party ones, which come from
+the entry-point group ``funnelkvs``. Each third-party load is isolated: a package that fails to import
+is logged and listed in :attr:`PluginHost.failures`, and the node starts without it. Mistakes a plugin
+author must fix (a misspelled hook, a bad hook signature, two plugins claiming one name) raise
+:class:`~funnelkvs.errors.PluginError` instead, since guessing which plugin to drop would be worse.
+
+Everything here runs at start-up or shutdown: the node resolves its backend, strategy, resolver and
+exporters once, so no request ever goes through pluggy.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar, final
+
+from pluggy import PluginManager, PluginValidationError
+
+from funnelkvs import hookspecs
+from funnelkvs.contributions import (
+    ConflictResolverSpec,
+    MetricsExporterSpec,
+    ReplicationStrategySpec,
+    StorageBackendSpec,
+)
+from funnelkvs.errors import ConfigError, FunnelKVSError, PluginError, StorageError
+from funnelkvs.exporters import MetricsExporter
+from funnelkvs.hookspecs import NodeView
+from funnelkvs.replication.resolver import ConflictResolver
+from funnelkvs.replication.strategy import ReplicationStrategy
+from funnelkvs.settings import PluginSettings, ReplicationSettings, Settings, StorageSettings
+from funnelkvs.storage.backend import StorageBackend
+
+__all__ = [
+    "AUTOLOAD_ENV",
+    "DEFAULT_PLUGINS",
+    "DISABLE_ENV",
+    "ENTRY_POINT_GROUP",
+    "PluginFailure",
+    "PluginHost",
+    "PluginInfo",
+    "Registry",
+    "RunningExporter",
+]
+
+log = logging.getLogger(__name__)
+
+#: Built-in plugin modules, registered by the same code path as entry points (pytest's
+#: ``default_plugins``, datasette's ``DEFAULT_PLUGINS``). Their plugin name is the module name.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "funnelkvs.storage.memory",
+    "funnelkvs.storage.lmdb_backend",
+    "funnelkvs.storage.sqlite_backend",
+    "funnelkvs.replication.strategy",
+    "funnelkvs.replication.resolver",
+)
+ENTRY_POINT_GROUP = "funnelkvs"
+#: Comma-separated plugin names to leave out, added to ``plugins.disabled``.
+DISABLE_ENV = "FUNNELKVS_DISABLE_PLUGINS"
+#: ``0``/``1`` (also false/true, no/yes, off/on): overrides ``plugins.autoload`` when set.
+AUTOLOAD_ENV = "FUNNELKVS_PLUGINS_AUTOLOAD"
+
+_FALSE = frozenset({"0", "false", "no", "off"})
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+Kind = Literal["storage_backends", "replication_strategies", "conflict_resolvers", "metrics_exporters"]
+AnySpec = StorageBackendSpec | ReplicationStrategySpec | ConflictResolverSpec | MetricsExporterSpec
+SpecT = TypeVar(
+    "SpecT", StorageBackendSpec, ReplicationStrategySpec, ConflictResolverSpec, MetricsExporterSpec
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _KindInfo:
+    key: Kind
+    hook: str
+    label: str
+    spec_type: type[AnySpec]
+
+
+_KINDS: tuple[_KindInfo, ...] = (
+    _KindInfo(
+        "storage_backends", "funnelkvs_register_storage_backends", "storage backend", StorageBackendSpec
+    ),
+    _KindInfo(
+        "replication_strategies",
+        "funnelkvs_register_replication_strategies",
+        "replication strategy",
+        ReplicationStrategySpec,
+    ),
+    _KindInfo(
+        "conflict_resolvers",
+        "funnelkvs_register_conflict_resolvers",
+        "conflict resolver",
+        ConflictResolverSpec,
+    ),
+    _KindInfo(
+        "metrics_exporters", "funnelkvs_register_metrics_exporters", "metrics exporter", MetricsExporterSpec
+    ),
+)
+
+
+@final
+class Registry(Generic[SpecT]):
+    """The contributions of one kind, by name, each with the plugin that provided it."""
+
+    __slots__ = ("_providers", "_specs", "label")
+
+    def __init__(self, label: str) -> None:
+        #: What the contributions are, for messages: ``storage backend``.
+        self.label = label
+        self._specs: dict[str, SpecT] = {}
+        self._providers: dict[str, str] = {}
+
+    def add(self, spec: SpecT, plugin: str) -> None:
+        """Register ``spec`` as provided by ``plugin``; a name already taken is a PluginError."""
+        other = self._providers.get(spec.name)
+        if other is not None:
+            raise PluginError(
+                f"{self.label} {spec.name!r} is registered by both plugin {other!r} and plugin {plugin!r}; "
+                f"disable one of them (plugins.disabled or {DISABLE_ENV})"
+            )
+        self._specs[spec.name] = spec
+        self._providers[spec.name] = plugin
+
+    def get(self, name: str) -> SpecT:
+        """The contribution called ``name``; an unknown name is a PluginError listing the choices."""
+        try:
+            return self._specs[name]
+        except KeyError:
+            choices = ", ".join(self.names()) or "(none registered)"
+            raise PluginError(f"unknown {self.label} {name!r}; choose one of: {choices}") from None
+
+    def provider(self, name: str) -> str:
+        """The name of the plugin that registered ``name``."""
+        self.get(name)
+        return self._providers[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def names_by(self, plugin: str) -> list[str]:
+        return sorted(name for name, provider in self._providers.items() if provider == plugin)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def __iter__(self) -> Iterator[SpecT]:
+        return (self._specs[name] for name in self.names())
+
+
+@dataclass(frozen=True, slots=True)
+class PluginFailure:
+    """A plugin left out because it failed to import or to register its contributions."""
+
+    name: str
+    #: ``ExceptionType: message``, one line.
+    error: str
+    distribution: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "error": self.error, "distribution": self.distribution}
+
+
+@dataclass(frozen=True, slots=True)
+class PluginInfo:
+    """What ``funnelkvs plugins`` shows about one registered plugin."""
+
+    name: str
+    version: str
+    builtin: bool
+    distribution: str | None
+    hooks: tuple[str, ...]
+    #: Contribution names by kind (every kind present, possibly empty).
+    contributions: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "builtin": self.builtin,
+            "distribution": self.distribution,
+            "hooks": list(self.hooks),
+            "contributions": {kind: list(names) for kind, names in self.contributions.items()},
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunningExporter:
+    name: str
+    exporter: MetricsExporter
+
+
+@dataclass(frozen=True, slots=True)
+class _Origin:
+    builtin: bool
+    version: str
+    distribution: str | None = None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _parse_disabled(settings: PluginSettings, env: Mapping[str, str]) -> frozenset[str]:
+    names = {name.strip() for name in settings.disabled}
+    names.update(part.strip() for part in env.get(DISABLE_ENV, "").split(","))
+    names.discard("")
+    return frozenset(names)
+
+
+def _parse_autoload(settings: PluginSettings, env: Mapping[str, str]) -> bool:
+    raw = env.get(AUTOLOAD_ENV)
+    if raw is None or not raw.strip():
+        return settings.autoload
+    value = raw.strip().lower()
+    if value in _FALSE:
+        return False
+    if value in _TRUE:
+        return True
+    raise ConfigError(f"{AUTOLOAD_ENV}: {raw!r} is not a boolean (expected 0 or 1)")
+
+
+def _funnelkvs_version() -> str:
+    from funnelkvs import __version__
+
+    return __version__
+
+
+@final
+class PluginHost:
+    """The loaded plugins, one registry per contribution kind, and the start-up calls into them.
+
+    Build it with :meth:`load`. Plugin names are the module name for built-ins and the entry-point
+    name for third-party plugins; they are what ``plugins.disabled`` and ``FUNNELKVS_DISABLE_PLUGINS``
+    take.
+    """
+
+    __slots__ = (
+        "_origins",
+        "autoload",
+        "conflict_resolvers",
+        "disabled",
+        "failures",
+        "metrics_exporters",
+        "pm",
+        "replication_strategies",
+        "storage_backends",
+    )
+
+    def __init__(self, pm: PluginManager, *, autoload: bool, disabled: frozenset[str]) -> None:
+        self.pm = pm
+        self.autoload = autoload
+        self.disabled = disabled
+        self.failures: list[PluginFailure] = []
+        self.storage_backends: Registry[StorageBackendSpec] = Registry("storage backend")
+        self.replication_strategies: Registry[ReplicationStrategySpec] = Registry("replication strategy")
+        self.conflict_resolvers: Registry[ConflictResolverSpec] = Registry("conflict resolver")
+        self.metrics_exporters: Registry[MetricsExporterSpec] = Registry("metrics exporter")
+        self._origins: dict[str, _Origin] = {}
+
+    # --- loading ------------------------------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        settings: PluginSettings | None = None,
+        env: Mapping[str, str] = os.environ,
+        *,
+        plugins: Mapping[str, object] | None = None,
+    ) -> PluginHost:
+        """Register the built-in plugins, ``plugins`` (name to plugin object, for embedding and
+        tests), then the entry points unless autoload is off; validate them and build the registries.
+
+        :raises PluginError: a misspelled hook or bad hook signature, two plugins claiming one name.
+        :raises ConfigError: an invalid ``FUNNELKVS_PLUGINS_AUTOLOAD``.
+        """
+        settings = settings if settings is not None else PluginSettings()
+        pm = PluginManager(hookspecs.PROJECT)
+        pm.add_hookspecs(hookspecs)
+        host = cls(pm, autoload=_parse_autoload(settings, env), disabled=_parse_disabled(settings, env))
+        for name in host.disabled:
+            pm.set_blocked(name)
+        version = _funnelkvs_version()
+        for module_name in DEFAULT_PLUGINS:
+            if module_name in host.disabled:
+                continue
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as exc:
+                host._fail(PluginFailure(module_name, _one_line(exc)))
+                continue
+            host._register(module, module_name, _Origin(builtin=True, version=version))
+        for name, plugin in (plugins or {}).items():
+            if name not in host.disabled:
+                host._register(plugin, name, _Origin(False, str(getattr(plugin, "__version__", "unknown"))))
+        if host.autoload:
+            host._load_entry_points()
+        host._check_pending()
+        host._collect_contributions()
+        return host
+
+    def _load_entry_points(self) -> None:
+        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if entry_point.name in self.disabled:
+                continue
+            dist = entry_point.dist
+            origin = _Origin(
+                builtin=False,
+                version=dist.version if dist is not None else "unknown",
+                distribution=dist.name if dist is not None else None,
+            )
+            # One broken package must not stop the node (conda's rule): any import-time error counts.
+            try:
+                plugin = entry_point.load()
+            except Exception as exc:
+                self._fail(PluginFailure(entry_point.name, _one_line(exc), origin.distribution))
+                continue
+            self._register(plugin, entry_point.name, origin)
+
+    def _register(self, plugin: object, name: str, origin: _Origin) -> None:
+        if self.pm.has_plugin(name):
+            other = self._origins.get(name)
+            raise PluginError(
+                f"two plugins are named {name!r} ({self._describe_origin(other)} and "
+                f"{self._describe_origin(origin)}); disable or uninstall one of them"
+            )
+        other_name = self.pm.get_name(plugin)
+        if other_name is not None:
+            self._fail(
+                PluginFailure(name, f"already registered as plugin {other_name!r}", origin.distribution)
+            )
+            return
+        try:
+            self.pm.register(plugin, name=name)
+        except PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r}: {' '.join(str(exc).split())}") from exc
+        self._origins[name] = origin
+
+    @staticmethod
+    def _describe_origin(origin: _Origin | None) -> str:
+        if origin is None:
+            return "unknown origin"
+        if origin.builtin:
+            return "built in"
+        return f"distribution {origin.distribution}" if origin.distribution else "registered directly"
+
+    def _fail(self, failure: PluginFailure) -> None:
+        log.warning("plugin %r skipped: %s", failure.name, failure.error)
+        self.failures.append(failure)
+
+    def _check_pending(self) -> None:
+        try:
+            self.pm.check_pending()
+        except PluginValidationError as exc:
+            known = [name for name in vars(self.pm.hook) if getattr(self.pm.hook, name).has_spec()]
+            problems = []
+            for hook_name, caller in vars(self.pm.hook).items():
+                if hook_name.startswith("_") or caller.has_spec():
+                    continue
+                for impl in caller.get_hookimpls():
+                    if impl.optionalhook:
+                        continue
+                    problem = f"plugin {impl.plugin_name!r} implements unknown hook {hook_name!r}"
+                    close = difflib.get_close_matches(hook_name, known, n=1)
+                    problems.append(problem + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise PluginError("; ".join(problems) or str(exc)) from exc
+
+    def _collect_contributions(self) -> None:
+        # Collected plugin by plugin (not through one broadcast hook call) so that every contribution
+        # is attributed to its plugin, and a plugin whose registration raises is dropped as a whole.
+        collected: dict[str, list[tuple[_KindInfo, AnySpec]]] = {}
+        broken: dict[str, PluginFailure] = {}
+        for kind in _KINDS:
+            for impl in getattr(self.pm.hook, kind.hook).get_hookimpls():
+                name = impl.plugin_name
+                if name in broken or impl.wrapper or impl.hookwrapper:
+                    continue
+                try:
+                    specs = self._checked_specs(kind, impl.function())
+                except Exception as exc:
+                    broken[name] = PluginFailure(
+                        name, f"{kind.hook}: {_one_line(exc)}", self._origins[name].distribution
+                    )
+                    continue
+                collected.setdefault(name, []).extend((kind, spec) for spec in specs)
+        for name, failure in broken.items():
+            self.pm.unregister(name=name)
+            del self._origins[name]
+            self._fail(failure)
+        for name in self._origins:
+            for kind, spec in collected.get(name, []):
+                self._registry(kind.key).add(spec, name)
+
+    @staticmethod
+    def _checked_specs(kind: _KindInfo, result: object) -> list[AnySpec]:
+        if result is None:
+            return []
+        if not isinstance(result, list | tuple) or not all(isinstance(s, kind.spec_type) for s in result):
+            raise TypeError(f"expected a list of {kind.spec_type.__name__}, got {result!r}")
+        for spec in result:
+            if not spec.name or spec.name != spec.name.strip() or any(c.isspace() for c in spec.name):
+                raise TypeError(f"invalid {kind.label} name {spec.name!r}")
+        return list(result)
+
+    def _registry(self, kind: Kind) -> Registry[Any]:
+        registry: Registry[Any] = getattr(self, kind)
+        return registry
+
+    # --- what the node calls at start-up and shutdown --------------------------------------------------
+
+    def create_backend(self, storage: StorageSettings) -> StorageBackend:
+        """Open the backend ``storage.backend`` names, with ``storage.path`` and ``storage.options``.
+
+        :raises PluginError: unknown backend name.
+        :raises ConfigError: a persistent backend without ``storage.path``, or bad options.
+        :raises StorageError: the backend could not open its data.
+        """
+        spec = self.storage_backends.get(storage.backend)
+        if spec.persistent and storage.path is None:
+            raise ConfigError(f"storage.path: required by the {spec.name} backend (it keeps data on disk)")
+        try:
+            backend = spec.factory(storage.path, dict(storage.options))
+        except FunnelKVSError:
+            raise
+        except Exception as exc:
+            raise StorageError(f"storage backend {spec.name!r} failed to open: {_one_line(exc)}") from exc
+        if not isinstance(backend, StorageBackend):
+            raise PluginError(
+                f"storage backend {spec.name!r} (plugin {self.storage_backends.provider(spec.name)!r}) "
+                f"returned {type(backend).__name__}, not a StorageBackend"
+            )
+        return backend
+
+    def create_strategy(self, replication: ReplicationSettings) -> ReplicationStrategy:
+        """The strategy ``replication.strategy`` names. :raises PluginError: unknown name."""
+        strategy: ReplicationStrategy = self.replication_strategies.get(replication.strategy).factory(
+            replication
+        )
+        return strategy
+
+    def create_resolver(self, replication: ReplicationSettings) -> ConflictResolver:
+        """The resolver ``replication.conflict_resolver`` names. :raises PluginError: unknown name."""
+        spec = self.conflict_resolvers.get(replication.conflict_resolver)
+        resolver: ConflictResolver = spec.factory(replication)
+        return resolver
+
+    def start_exporters(self, node: NodeView, settings: Settings | None = None) -> list[RunningExporter]:
+        """Create and start the exporters ``metrics.exporters`` lists, reading ``node.metrics``.
+
+        Every name is looked up and every factory called (validating its ``plugins.<name>`` options)
+        before any exporter starts, so a config mistake starts nothing. An exporter whose factory or
+        ``start()`` fails otherwise is logged and left out; the others run.
+
+        :raises PluginError: an unknown exporter name.
+        :raises ConfigError: every bad option of every listed exporter.
+        """
+        settings = settings if settings is not None else node.settings
+        names = list(dict.fromkeys(settings.metrics.exporters))
+        specs = [self.metrics_exporters.get(name) for name in names]
+        created: list[RunningExporter] = []
+        problems: list[str] = []
+        for spec in specs:
+            options = dict(settings.plugins.sections.get(spec.name) or {})
+            try:
+                created.append(RunningExporter(spec.name, spec.factory(options, node.metrics)))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+            except Exception:
+                log.exception("metrics exporter %r could not be created; the node runs without it", spec.name)
+        if problems:
+            raise ConfigError(problems)
+        running: list[RunningExporter] = []
+        for item in created:
+            try:
+                item.exporter.start()
+            except Exception:
+                log.exception("metrics exporter %r failed to start; the node runs without it", item.name)
+                self._stop_one(item)
+                continue
+            running.append(item)
+        return running
+
+    def stop_exporters(self, exporters: Sequence[RunningExporter]) -> None:
+        """Stop ``exporters`` in reverse start order; one raising does not keep the others running."""
+        for item in reversed(exporters):
+            self._stop_one(item)
+
+    @staticmethod
+    def _stop_one(item: RunningExporter) -> None:
+        try:
+            item.exporter.stop()
+        except Exception:
+            log.exception("metrics exporter %r failed to stop", item.name)
+
+    def node_started(self, node: NodeView) -> None:
+        """Call every ``funnelkvs_node_started``; one raising is logged and the rest still run."""
+        self._call_each("funnelkvs_node_started", {"node": node}, reverse=False)
+
+    def node_stopping(self, node: NodeView) -> None:
+        """Call every ``funnelkvs_node_stopping``, in the reverse order of :meth:`node_started`."""
+        self._call_each("funnelkvs_node_stopping", {"node": node}, reverse=True)
+
+    def _call_each(self, hook_name: str, kwargs: Mapping[str, object], *, reverse: bool) -> None:
+        # A plain hook call stops at the first exception; each implementation is called on its own so
+        # that one broken plugin cannot keep the others from seeing start and stop. Start follows
+        # pluggy's order (last registered first, tryfirst/trylast honoured); stop unwinds it.
+        impls = [
+            i for i in getattr(self.pm.hook, hook_name).get_hookimpls() if not (i.wrapper or i.hookwrapper)
+        ]
+        ordered = impls if reverse else list(reversed(impls))
+        for impl in ordered:
+            function: Callable[..., object] = impl.function
+            try:
+                function(**{arg: kwargs[arg] for arg in impl.argnames})
+            except Exception:
+                log.exception("plugin %r raised in %s; ignored", impl.plugin_name, hook_name)
+
+    # --- introspection ----------------------------------------------------------------------------------
+
+    def describe(self) -> list[PluginInfo]:
+        """Every registered plugin: built-ins first in :data:`DEFAULT_PLUGINS` order, then by name."""
+        builtin_rank = {name: rank for rank, name in enumerate(DEFAULT_PLUGINS)}
+        names = sorted(self._origins, key=lambda n: (builtin_rank.get(n, len(builtin_rank)), n))
+        infos = []
+        for name in names:
+            origin = self._origins[name]
+            callers = self.pm.get_hookcallers(self.pm.get_plugin(name)) or []
+            infos.append(
+                PluginInfo(
+                    name=name,
+                    version=origin.version,
+                    builtin=origin.builtin,
+                    distribution=origin.distribution,
+                    hooks=tuple(sorted(caller.name for caller in callers)),
+                    contributions={kind.key: self._registry(kind.key).names_by(name) for kind in _KINDS},
+                )
+            )
+        return infos
