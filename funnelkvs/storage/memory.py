@@ -13,7 +13,9 @@ from typing import Any
 
 from sortedcontainers import SortedList
 
+from funnelkvs.contributions import StorageBackendSpec
 from funnelkvs.errors import ConfigError
+from funnelkvs.hookspecs import hookimpl
 from funnelkvs.keyspace import POSITION_BYTES, KeyRange, ring_digest
 from funnelkvs.storage.backend import StorageBackend
 
@@ -72,3 +74,15 @@ def create_memory_backend(path: Path | None, options: dict[str, Any]) -> MemoryB
     if options:
         raise ConfigError([f"storage.options.{name}: unknown option for the memory backend" for name in options])
     return MemoryBackend()
+
+
+@hookimpl
+def funnelkvs_register_storage_backends() -> list[StorageBackendSpec]:
+    return [
+        StorageBackendSpec(
+            name="memory",
+            factory=create_memory_backend,
+            description="In-process dict with a ring-ordered index; fast, volatile (lost on restart)",
+            persistent=False,
+        )
+    ]
