@@ -238,7 +238,9 @@ class EventLoop:
         code = sock.connect_ex(address)
         if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             sock.close()
-            future.set_exception(NodeUnreachable(f"{address[0]}:{address[1]}: {errno.errorcode.get(code, code)}"))
+            future.set_exception(
+                NodeUnreachable(f"{address[0]}:{address[1]}: {errno.errorcode.get(code, code)}")
+            )
             return future
 
         def give_up() -> None:

@@ -25,6 +25,8 @@ class Sample:
 
 class NodeMetrics:
     __slots__ = (
+        "address",
+        "backend",
         "bytes_received",
         "bytes_sent",
         "connections_current",
@@ -33,8 +35,6 @@ class NodeMetrics:
         "handler_errors",
         "keys",
         "node_id",
-        "address",
-        "backend",
         "protocol_errors",
         "requests_by_op",
         "started_at",
@@ -70,26 +70,57 @@ class NodeMetrics:
 
     def samples(self) -> list[Sample]:
         out = [
-            Sample("funnelkvs_requests_total", "counter", "Requests answered, by op", float(self.requests_by_op[op]),
-                   (("op", op.name.lower()),))
+            Sample(
+                "funnelkvs_requests_total",
+                "counter",
+                "Requests answered, by op",
+                float(self.requests_by_op[op]),
+                (("op", op.name.lower()),),
+            )
             for op in Op
         ]
         out += [
-            Sample("funnelkvs_connections_current", "gauge", "Open client connections",
-                   float(self.connections_current)),
-            Sample("funnelkvs_connections_total", "counter", "Client connections accepted",
-                   float(self.connections_total)),
-            Sample("funnelkvs_received_bytes_total", "counter", "Bytes read from clients",
-                   float(self.bytes_received)),
-            Sample("funnelkvs_sent_bytes_total", "counter", "Bytes written to clients", float(self.bytes_sent)),
-            Sample("funnelkvs_protocol_errors_total", "counter", "Malformed frames received",
-                   float(self.protocol_errors)),
-            Sample("funnelkvs_handler_errors_total", "counter", "Requests that failed with SERVER_ERROR",
-                   float(self.handler_errors)),
+            Sample(
+                "funnelkvs_connections_current",
+                "gauge",
+                "Open client connections",
+                float(self.connections_current),
+            ),
+            Sample(
+                "funnelkvs_connections_total",
+                "counter",
+                "Client connections accepted",
+                float(self.connections_total),
+            ),
+            Sample(
+                "funnelkvs_received_bytes_total",
+                "counter",
+                "Bytes read from clients",
+                float(self.bytes_received),
+            ),
+            Sample(
+                "funnelkvs_sent_bytes_total", "counter", "Bytes written to clients", float(self.bytes_sent)
+            ),
+            Sample(
+                "funnelkvs_protocol_errors_total",
+                "counter",
+                "Malformed frames received",
+                float(self.protocol_errors),
+            ),
+            Sample(
+                "funnelkvs_handler_errors_total",
+                "counter",
+                "Requests that failed with SERVER_ERROR",
+                float(self.handler_errors),
+            ),
             Sample("funnelkvs_sync_errors_total", "counter", "Failed storage syncs", float(self.sync_errors)),
             Sample("funnelkvs_keys", "gauge", "Keys stored on this node", float(self.keys)),
-            Sample("funnelkvs_stored_bytes", "gauge", "Bytes of values stored on this node",
-                   float(self.stored_bytes)),
+            Sample(
+                "funnelkvs_stored_bytes",
+                "gauge",
+                "Bytes of values stored on this node",
+                float(self.stored_bytes),
+            ),
             Sample("funnelkvs_uptime_seconds", "gauge", "Seconds since the node started", self.uptime_s),
         ]
         return out

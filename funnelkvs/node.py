@@ -36,9 +36,9 @@ from funnelkvs.protocol import (
     HEADER_V1,
     INFO,
     NEED_DATA,
-    RESPONSE_HEAD,
     PING,
     PUT,
+    RESPONSE_HEAD,
     RESPONSE_INVALID,
     RESPONSE_NOT_FOUND,
     RESPONSE_OK,
@@ -73,7 +73,16 @@ pack_head = RESPONSE_HEAD.pack
 
 class ClientConnection:
     __slots__ = (
-        "address", "closing", "decoder", "events", "eof", "out", "out_size", "paused", "sock", "wants_sync"
+        "address",
+        "closing",
+        "decoder",
+        "eof",
+        "events",
+        "out",
+        "out_size",
+        "paused",
+        "sock",
+        "wants_sync",
     )
 
     def __init__(self, sock: socket.socket, address: str, decoder: RequestDecoder) -> None:
@@ -160,7 +169,10 @@ class Node:
             self._exporters = self.plugins.start_exporters(self, self.settings)
             self.plugins.node_started(self)
         log.info(
-            "funnelkvs node %s listening on %s:%d (backend %s)", self.node_id[:12], self.host, self.port,
+            "funnelkvs node %s listening on %s:%d (backend %s)",
+            self.node_id[:12],
+            self.host,
+            self.port,
             self.backend.name,
         )
 
@@ -267,7 +279,8 @@ class Node:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = ClientConnection(
-                sock, f"{peer_address[0]}:{peer_address[1]}",
+                sock,
+                f"{peer_address[0]}:{peer_address[1]}",
                 RequestDecoder(limits.max_key_size, limits.max_value_size),
             )
             self._connections[sock.fileno()] = conn

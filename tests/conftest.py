@@ -46,7 +46,9 @@ def start_thread_node(backend: StorageBackend | None = None, **limits: Any) -> T
         setattr(settings.limits, name, value)
     node = Node(settings, backend or MemoryBackend())
     node.start()
-    thread = threading.Thread(target=node.serve_forever, kwargs={"install_signal_handlers": False}, daemon=True)
+    thread = threading.Thread(
+        target=node.serve_forever, kwargs={"install_signal_handlers": False}, daemon=True
+    )
     thread.start()
     return ThreadNode(node, thread)
 

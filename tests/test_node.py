@@ -10,7 +10,6 @@ import threading
 import time
 from collections.abc import Callable
 
-
 import pytest
 
 from funnelkvs.errors import StorageError
@@ -167,9 +166,16 @@ def test_handler_exception_gets_server_error_and_the_node_lives_on(
     tn = thread_node_factory(FaultyBackend())
     with connect(tn) as s:
         answers = roundtrip(
-            s, encode_request(Op.PUT, b"a", b"1"), encode_request(Op.GET, b"boom"), encode_request(Op.GET, b"a")
+            s,
+            encode_request(Op.PUT, b"a", b"1"),
+            encode_request(Op.GET, b"boom"),
+            encode_request(Op.GET, b"a"),
         )
-    assert answers == [Response(Status.SUCCESS), Response(Status.SERVER_ERROR), Response(Status.SUCCESS, b"1")]
+    assert answers == [
+        Response(Status.SUCCESS),
+        Response(Status.SERVER_ERROR),
+        Response(Status.SUCCESS, b"1"),
+    ]
     assert "injected handler failure" in caplog.text
     assert tn.node.metrics.handler_errors == 1
 
@@ -266,5 +272,3 @@ def test_memory_scan_sees_what_the_node_stored(thread_node: ThreadNode) -> None:
     with connect(thread_node) as s:
         roundtrip(s, *[encode_request(Op.PUT, b"s%d" % i, b"v") for i in range(50)])
     assert len(list(thread_node.node.backend.scan(KeyRange.whole_ring()))) == 50
-
-

@@ -31,13 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"funnelkvs {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"funnelkvs.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"funnelkvs.cli.{name}":
-                raise
-            continue
-        module.add_parser(sub)
+        importlib.import_module(f"funnelkvs.cli.{name}").add_parser(sub)
     return parser
 
 

@@ -72,7 +72,9 @@ class MemoryBackend(StorageBackend):
 
 def create_memory_backend(path: Path | None, options: dict[str, Any]) -> MemoryBackend:
     if options:
-        raise ConfigError([f"storage.options.{name}: unknown option for the memory backend" for name in options])
+        raise ConfigError(
+            [f"storage.options.{name}: unknown option for the memory backend" for name in options]
+        )
     return MemoryBackend()
 
 

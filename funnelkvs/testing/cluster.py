@@ -113,7 +113,9 @@ class NodeProcess:
         self.stop()
 
 
-def _terminate(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+def _terminate(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT
+) -> int:
     if process.poll() is None:
         try:
             process.send_signal(sig)
