@@ -1,0 +1,527 @@
+"""The sqlite backend: one SQLite file per node data directory, written through ``sqlitedict``.
+
+On-disk layout (format 1), in the data directory: ``FUNNELKVS_FORMAT`` (see :mod:`.datadir`) and
+``funnelkvs.sqlite3`` (plus ``-wal``/``-shm`` in WAL mode) holding
+
+- ``entries (key TEXT PRIMARY KEY, value BLOB)``: sqlitedict's own table shape. The stored key is
+  ``ring_digest(key) + key`` as a BLOB and the value the raw bytes: sqlitedict gets identity codecs,
+  never its default pickle (which would run code from a tampered file), and no code path here
+  unpickles. SQLite compares BLOBs with memcmp, so the PRIMARY KEY's index is in ring order (keys
+  sharing a digest follow by key bytes, as in the memory backend): a range scan is an index range
+  query, whereas sqlitedict's own iteration goes in insertion order. Prefixing the digest to the key
+  rather than keeping a separate position column keeps sqlitedict's table as it is and costs no
+  second index.
+- ``funnelkvs_meta``: one row with the entry count and value bytes, kept by triggers on ``entries``
+  inside the writing transaction, so count and size are right after a crash or reopen.
+
+Threads: sqlitedict does every statement on its own background thread, fed through a queue; its
+blocking calls (``commit(blocking=True)``, ``select``, ``close``) wait on reply queues with no bound,
+and a failing ``conn.commit()`` on that thread kills it and leaves the waiter hanging. So this module
+talks to the thread through its ``execute(sql, args, reply_queue)`` alone, sends ``COMMIT`` and
+``ROLLBACK`` as SQL (so their errors are caught and recorded like any statement's), and waits for
+every reply with a deadline (``storage.options.timeout``), noticing a dead thread at once. A timeout,
+a dead thread or a recorded statement error raises :class:`~funnelkvs.errors.StorageError`; an error
+from a queued write is never dropped: it fails the next call and the next ``sync()``.
+
+Durability (``storage.options.durability``): sqlitedict sets ``PRAGMA synchronous=OFF`` on its
+connection; we override it on that same connection (the one that writes) and read it back.
+
+- ``sync`` (default, ``durable``): ``synchronous=FULL``; writes since the last ``sync()`` form one
+  transaction (reads see them: they run on the same connection), and ``sync()`` commits it, which
+  syncs the WAL (``fdatasync``) before returning.
+- ``nosync``: ``synchronous=NORMAL``; each write is followed by a queued ``COMMIT`` that nothing waits
+  for (the node never calls ``sync()`` per pass for a backend that is not durable). It survives a
+  process crash once the thread has run it, not a power loss.
+
+Scans read pages of at most ``scan_batch`` entries (and about 32 MiB of values): one statement lists
+keys and value lengths, a second fetches the values of the prefix that fits, and the next page starts
+after the last key. No statement stays open across a yield.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+import sqlitedict
+
+from funnelkvs.contributions import StorageBackendSpec
+from funnelkvs.errors import ConfigError, StorageError
+from funnelkvs.hookspecs import hookimpl
+from funnelkvs.keyspace import POSITION_BYTES, KeyRange, ring_digest
+from funnelkvs.storage.backend import StorageBackend
+from funnelkvs.storage.datadir import DataDir, claim
+
+FORMAT_VERSION: Final = 1
+DATABASE_NAME: Final = "funnelkvs.sqlite3"
+TABLE: Final = "entries"
+DURABILITY_MODES: Final = ("sync", "nosync")
+JOURNAL_MODES: Final = ("wal", "delete")
+DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_SCAN_BATCH: Final = 256
+_SCAN_BATCH_BYTES: Final = 32 * 1024 * 1024
+# How often a long wait checks that sqlitedict's thread is still alive.
+_POLL_SECONDS: Final = 0.1
+# sqlitedict's end-of-reply marker; its thread puts this very object, so identity is the test.
+_NO_MORE: Final = sqlitedict._RESPONSE_NO_MORE
+_CLOSE: Final = sqlitedict._REQUEST_CLOSE
+# PRAGMA synchronous reads back as a number.
+_SYNCHRONOUS: Final = {"sync": ("FULL", 2), "nosync": ("NORMAL", 1)}
+
+_SCHEMA: Final = f"""
+CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB);
+CREATE TABLE IF NOT EXISTS funnelkvs_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    entries INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO funnelkvs_meta (id, entries, bytes) VALUES (0, 0, 0);
+CREATE TRIGGER IF NOT EXISTS funnelkvs_meta_insert AFTER INSERT ON "{TABLE}" BEGIN
+    UPDATE funnelkvs_meta SET entries = entries + 1, bytes = bytes + ifnull(length(NEW.value), 0)
+    WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS funnelkvs_meta_update AFTER UPDATE OF value ON "{TABLE}" BEGIN
+    UPDATE funnelkvs_meta
+    SET bytes = bytes - ifnull(length(OLD.value), 0) + ifnull(length(NEW.value), 0) WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS funnelkvs_meta_delete AFTER DELETE ON "{TABLE}" BEGIN
+    UPDATE funnelkvs_meta SET entries = entries - 1, bytes = bytes - ifnull(length(OLD.value), 0)
+    WHERE id = 0;
+END;
+"""
+# An upsert, not sqlitedict's REPLACE: REPLACE deletes the old row without firing the delete trigger
+# (unless recursive_triggers is on), which would leave the counters wrong.
+_PUT: Final = (
+    f'INSERT INTO "{TABLE}" (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'
+)
+_GET: Final = f'SELECT value FROM "{TABLE}" WHERE key = ?'
+_DELETE: Final = f'DELETE FROM "{TABLE}" WHERE key = ? RETURNING 1'
+_COUNTERS: Final = "SELECT entries, bytes FROM funnelkvs_meta WHERE id = 0"
+
+_process_id = os.getpid()
+
+
+def _note_fork() -> None:
+    global _process_id
+    _process_id = os.getpid()
+
+
+os.register_at_fork(after_in_child=_note_fork)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+class _NoAnswer(StorageError):
+    """sqlitedict's thread did not answer in time or has died: its connection's state is unknown."""
+
+
+class SqliteBackend(StorageBackend):
+    name = "sqlite"
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        durability: str = "sync",
+        journal_mode: str = "wal",
+        timeout: float = DEFAULT_TIMEOUT,
+        scan_batch: int = DEFAULT_SCAN_BATCH,
+        read_only: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.file = self.path / DATABASE_NAME
+        self.read_only = read_only
+        self.durable = durability == "sync" and not read_only
+        self._group_commit = durability == "sync"
+        self._timeout = timeout
+        self._scan_batch = scan_batch
+        self._closed = False
+        self._pid = _process_id
+        #: A write transaction is open on sqlitedict's connection.
+        self._dirty = False
+        #: An error from a queued write of the open batch: the next sync() must fail.
+        self._failure: BaseException | None = None
+        self._datadir: DataDir = claim(self.path, self.name, FORMAT_VERSION, read_only=read_only)
+        try:
+            journal_mode = self._prepare(journal_mode)
+            self._dict = self._open_dict(journal_mode)
+        except BaseException:
+            self._datadir.release()
+            raise
+        self._worker: Any = self._dict.conn
+        try:
+            if not read_only:
+                self._set_synchronous(durability)
+        except BaseException:
+            self._stop_worker()
+            self._datadir.release()
+            raise
+
+    # --- opening --------------------------------------------------------------------------------------
+
+    def _prepare(self, journal_mode: str) -> str:
+        """Create or check the schema on a connection of our own, before sqlitedict's thread starts:
+        a damaged or foreign file fails here, as one StorageError, not inside that thread. Returns the
+        journal mode sqlitedict must ask for: a reader keeps the writer's (asking for another would
+        try to convert the file)."""
+        try:
+            if self.read_only:
+                if not self.file.exists():
+                    raise StorageError(f"sqlite: {self.file} does not exist")
+                db = sqlite3.connect(f"{self.file.as_uri()}?mode=ro", uri=True, timeout=self._timeout)
+            else:
+                db = sqlite3.connect(self.file, timeout=self._timeout, isolation_level=None)
+            try:
+                if not self.read_only:
+                    mode = db.execute(f"PRAGMA journal_mode = {journal_mode}").fetchone()[0]
+                    if str(mode).lower() != journal_mode:
+                        raise StorageError(
+                            f"sqlite: {self.file} refused journal_mode={journal_mode} ({mode})"
+                        )
+                    db.executescript(_SCHEMA)
+                else:
+                    journal_mode = str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                db.close()
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: cannot open {self.file}: {exc}") from exc
+        if not {TABLE, "funnelkvs_meta"} <= tables:
+            raise StorageError(f"sqlite: {self.file} lacks the FunnelKVS tables")
+        return journal_mode
+
+    def _open_dict(self, journal_mode: str) -> sqlitedict.SqliteDict:
+        """sqlitedict's constructor waits for its thread without a bound; run it on a helper thread
+        and give up after the timeout."""
+        opened: list[sqlitedict.SqliteDict] = []
+        failed: list[BaseException] = []
+
+        def open_dict() -> None:
+            try:
+                opened.append(
+                    sqlitedict.SqliteDict(
+                        str(self.file),
+                        tablename=TABLE,
+                        flag="r" if self.read_only else "c",
+                        autocommit=False,
+                        journal_mode=journal_mode.upper(),
+                        encode=_identity,
+                        decode=_identity,
+                        encode_key=_identity,
+                        decode_key=_identity,
+                        timeout=self._timeout,
+                        # True would walk the Python stack on every statement.
+                        outer_stack=False,
+                    )
+                )
+            except BaseException as exc:
+                failed.append(exc)
+
+        helper = threading.Thread(target=open_dict, name="funnelkvs-sqlite-open", daemon=True)
+        helper.start()
+        helper.join(self._timeout)
+        if helper.is_alive():
+            raise StorageError(f"sqlite: opening {self.file} took more than {self._timeout:g}s")
+        if failed:
+            raise StorageError(f"sqlite: cannot open {self.file}: {failed[0]}") from failed[0]
+        return opened[0]
+
+    def _set_synchronous(self, durability: str) -> None:
+        level, number = _SYNCHRONOUS[durability]
+        self._ask(f"PRAGMA synchronous = {level}")
+        # Read back through the same connection: the one that writes is the one that must sync.
+        rows = self._ask("PRAGMA synchronous")
+        if not rows or rows[0][0] != number:
+            raise StorageError(f"sqlite: PRAGMA synchronous = {level} did not take effect ({rows})")
+
+    # --- talking to sqlitedict's thread ----------------------------------------------------------------
+
+    def _ask(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement on sqlitedict's connection and return its rows, waiting at most the timeout."""
+        replies: queue.Queue[Any] = queue.Queue()
+        self._send(sql, args, replies)
+        rows: list[tuple[Any, ...]] = []
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                reply = replies.get(timeout=_POLL_SECONDS)
+            except queue.Empty:
+                if not self._worker.is_alive():
+                    self._raise_recorded()
+                    raise _NoAnswer(f"sqlite: sqlitedict's thread for {self.file} has stopped") from None
+                if time.monotonic() >= deadline:
+                    raise _NoAnswer(
+                        f"sqlite: no answer from sqlitedict's thread for {self.file} in {self._timeout:g}s"
+                    ) from None
+                continue
+            if reply is _NO_MORE:
+                break
+            rows.append(reply)
+        self._raise_recorded()
+        return rows
+
+    def _send(self, sql: str, args: tuple[Any, ...], replies: queue.Queue[Any] | None = None) -> None:
+        """Queue one statement; nothing waits for it (unless ``replies`` is then read)."""
+        self._raise_recorded()
+        if not self._worker.is_alive():
+            raise _NoAnswer(f"sqlite: sqlitedict's thread for {self.file} has stopped")
+        self._worker.execute(sql, args, replies)
+
+    def _raise_recorded(self) -> None:
+        """Raise the error sqlitedict's thread recorded for an earlier statement, if any."""
+        try:
+            self._worker.check_raise_error()
+        except Exception as exc:
+            if self._dirty:
+                self._failure = exc
+            raise StorageError(f"sqlite: {self.file}: {exc}") from exc
+
+    # --- reads ----------------------------------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        self._check_usable()
+        rows = self._ask(_GET, (ring_digest(key) + key,))
+        if not rows:
+            return None
+        value = rows[0][0]
+        return b"" if value is None else bytes(value)
+
+    def scan(self, key_range: KeyRange) -> Iterator[tuple[bytes, bytes]]:
+        self._check_usable()
+        for low, high in key_range.segments():
+            after: bytes | None = None
+            while True:
+                batch, after = self._scan_page(low, high, after)
+                for stored_key, value in batch:
+                    yield stored_key[POSITION_BYTES:], value
+                if after is None:
+                    break
+                self._check_usable()
+
+    def _scan_page(
+        self, low: bytes, high: bytes | None, after: bytes | None
+    ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
+        """One page of ``[low, high)`` after stored key ``after``; the key to resume after, or None."""
+        where, args = ("key >= ?", [low]) if after is None else ("key > ?", [after])
+        if high is not None:
+            where += " AND key < ?"
+            args.append(high)
+        sizes = self._ask(
+            f'SELECT key, ifnull(length(value), 0) FROM "{TABLE}" WHERE {where} ORDER BY key LIMIT ?',
+            (*args, self._scan_batch),
+        )
+        if not sizes:
+            return [], None
+        held = 0
+        last = len(sizes) - 1
+        for index, (_, length) in enumerate(sizes):
+            held += length
+            if held >= _SCAN_BATCH_BYTES:
+                last = index
+                break
+        first_key, last_key = bytes(sizes[0][0]), bytes(sizes[last][0])
+        # Nothing else writes this file (the data directory lock) and nothing runs on the loop between
+        # the two statements, so the second sees exactly the keys the first listed.
+        rows = self._ask(
+            f'SELECT key, value FROM "{TABLE}" WHERE key >= ? AND key <= ? ORDER BY key',
+            (first_key, last_key),
+        )
+        page = [(bytes(key), bytes(value) if value is not None else b"") for key, value in rows]
+        more = last < len(sizes) - 1 or len(sizes) == self._scan_batch
+        return page, (last_key if more else None)
+
+    def count(self) -> int:
+        return self._counters()[0]
+
+    def size(self) -> int:
+        return self._counters()[1]
+
+    def _counters(self) -> tuple[int, int]:
+        self._check_usable()
+        rows = self._ask(_COUNTERS)
+        if not rows:
+            raise StorageError(f"sqlite: {self.file} has lost its funnelkvs_meta row")
+        return int(rows[0][0]), int(rows[0][1])
+
+    # --- writes ---------------------------------------------------------------------------------------
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._check_writable()
+        self._send(_PUT, (ring_digest(key) + key, value))
+        self._after_write()
+
+    def delete(self, key: bytes) -> bool:
+        self._check_writable()
+        rows = self._ask(_DELETE, (ring_digest(key) + key,))
+        self._after_write()
+        return bool(rows)
+
+    def _after_write(self) -> None:
+        if self._group_commit:
+            self._dirty = True
+        else:
+            self._send("COMMIT", ())
+
+    def sync(self) -> None:
+        self._check_usable()
+        self._sync()
+
+    def _sync(self) -> None:
+        if not self._dirty and self._failure is None:
+            if not self.read_only and not self._group_commit:
+                self._ask("SELECT 1")  # let the queued commits run and report their errors
+            return
+        try:
+            if self._failure is not None:
+                raise StorageError(
+                    f"sqlite: a write to {self.file} failed: {self._failure}"
+                ) from self._failure
+            # sqlitedict's thread runs the statements after a failed one as usual, so a COMMIT queued
+            # right behind the writes would commit a batch with a hole in it. A round trip first lets
+            # every queued write run and report; only a clean batch is committed.
+            self._ask("SELECT 1")
+            self._ask("COMMIT")
+        except StorageError as exc:
+            self._abandon_batch(rollback=not isinstance(exc, _NoAnswer))
+            raise
+        self._dirty = False
+
+    def _abandon_batch(self, *, rollback: bool) -> None:
+        """After a failed batch, return the connection to the last commit (best effort). Not after a
+        timeout: the late COMMIT may still run, and a ROLLBACK queued behind it would only fail."""
+        self._failure = None
+        self._dirty = False
+        if not rollback:
+            return
+        try:
+            self._ask("ROLLBACK")
+        except StorageError:
+            pass  # most often "no transaction is active": SQLite already rolled back
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._pid != _process_id:
+            # A forked child has no sqlitedict thread (threads do not survive fork): just let go.
+            self._dict.conn = None
+            self._datadir.release()
+            return
+        try:
+            if not self.read_only:
+                self._sync()
+        finally:
+            try:
+                self._stop_worker()
+            finally:
+                self._datadir.release()
+
+    def _stop_worker(self) -> None:
+        worker = self._worker
+        # sqlitedict's own close() waits without a bound; and its __del__ must not send another close.
+        self._dict.conn = None
+        if not worker.is_alive():
+            return
+        replies: queue.Queue[Any] = queue.Queue()
+        worker.reqs.put((_CLOSE, None, weakref.ref(replies), None))
+        deadline = time.monotonic() + self._timeout
+        while worker.is_alive() and time.monotonic() < deadline:
+            try:
+                if replies.get(timeout=_POLL_SECONDS) is _NO_MORE:
+                    break
+            except queue.Empty:
+                continue
+        worker.join(max(0.0, deadline - time.monotonic()))
+        if worker.is_alive():
+            raise StorageError(
+                f"sqlite: sqlitedict's thread for {self.file} did not stop in {self._timeout:g}s"
+            )
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise StorageError(f"sqlite: the backend at {self.path} is closed")
+        if self._pid != _process_id:
+            raise StorageError(
+                f"sqlite: the backend at {self.path} was opened by process {self._pid}; "
+                "a forked child must open its own backend"
+            )
+
+    def _check_writable(self) -> None:
+        self._check_usable()
+        if self.read_only:
+            raise StorageError(f"sqlite: {self.path} is open read-only")
+
+
+# --- configuration -------------------------------------------------------------------------------------
+
+_OPTIONS: Final = ("durability", "journal_mode", "read_only", "scan_batch", "timeout")
+
+
+def create_sqlite_backend(path: Path | None, options: dict[str, Any]) -> SqliteBackend:
+    """The plugin factory: validate ``storage.options`` and open the backend at ``storage.path``."""
+    problems: list[str] = []
+    if path is None:
+        problems.append("storage.path: required for the sqlite backend")
+    for name in options:
+        if name not in _OPTIONS:
+            expected = ", ".join(_OPTIONS)
+            problems.append(
+                f"storage.options.{name}: unknown option for the sqlite backend (expected one of: {expected})"
+            )
+    durability = options.get("durability", "sync")
+    if durability not in DURABILITY_MODES:
+        problems.append(
+            f"storage.options.durability: {durability!r} is not a durability mode (expected sync or nosync)"
+        )
+    journal_mode = options.get("journal_mode", "wal")
+    if journal_mode not in JOURNAL_MODES:
+        problems.append(
+            f"storage.options.journal_mode: {journal_mode!r} is not a journal mode (expected wal or delete)"
+        )
+    timeout = options.get("timeout", DEFAULT_TIMEOUT)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
+        problems.append(
+            f"storage.options.timeout: {timeout!r} is not a timeout (expected seconds, > 0 and <= 3600)"
+        )
+    scan_batch = options.get("scan_batch", DEFAULT_SCAN_BATCH)
+    if not isinstance(scan_batch, int) or isinstance(scan_batch, bool) or scan_batch < 1:
+        problems.append(
+            f"storage.options.scan_batch: {scan_batch!r} is not a batch size (expected an integer >= 1)"
+        )
+    read_only = options.get("read_only", False)
+    if not isinstance(read_only, bool):
+        problems.append(f"storage.options.read_only: {read_only!r} is not a boolean (expected true or false)")
+    if problems:
+        raise ConfigError(problems)
+    assert path is not None
+    return SqliteBackend(
+        path,
+        durability=durability,
+        journal_mode=journal_mode,
+        timeout=float(timeout),
+        scan_batch=scan_batch,
+        read_only=read_only,
+    )
+
+
+@hookimpl
+def funnelkvs_register_storage_backends() -> list[StorageBackendSpec]:
+    return [
+        StorageBackendSpec(
+            name="sqlite",
+            factory=create_sqlite_backend,
+            description="SQLite file (WAL) in a data directory via sqlitedict, ring-ordered index; durable",
+            persistent=True,
+        )
+    ]
