@@ -79,8 +79,15 @@ class NodeProcess:
         log_path = workdir / f"{name}.log"
         process_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         with open(log_path, "wb") as log_file:
+            # A session of its own, so that stopping signals the whole process group: with a wrapper
+            # (strace) signalling only the wrapper would leave the node itself running.
             process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=process_env
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=process_env,
+                start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
@@ -113,16 +120,22 @@ class NodeProcess:
         self.stop()
 
 
-def _terminate(
-    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT
-) -> int:
+def _terminate(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+    """Signal the node's process group, wait, and SIGKILL the group if it outlives ``timeout``."""
     if process.poll() is None:
+        _signal_group(process, sig)
         try:
-            process.send_signal(sig)
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _signal_group(process, signal.SIGKILL)
             process.wait(timeout)
-        except ProcessLookupError:
-            pass
+    # Whatever else is left in the group (a wrapped node whose wrapper exited first) goes too.
+    _signal_group(process, signal.SIGKILL)
     return process.returncode
+
+
+def _signal_group(process: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
