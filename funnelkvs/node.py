@@ -66,6 +66,8 @@ ACCEPT_BATCH = 128
 #: How long a stopping node keeps writing answers already decoded before it closes what is left.
 DRAIN_TIMEOUT = 5.0
 STATS_REFRESH_INTERVAL = 1.0
+#: Values shorter than this are joined to their answer header at once (one list item, not two).
+SMALL_VALUE = 4096
 
 _SUCCESS = int(Status.SUCCESS)
 pack_head = RESPONSE_HEAD.pack
@@ -333,15 +335,16 @@ class Node:
 
     def _answer(self, conn: ClientConnection) -> None:
         """Decode and answer buffered requests until the decoder needs data or the output is full."""
-        decoder = conn.decoder
+        next_event = conn.decoder.next_event
         backend = self.backend
+        get = backend.get
         out = conn.out
         size = conn.out_size
         cap = self._max_output
         requests = self.metrics.requests_by_op
         wrote = False
         while size < cap:
-            event = decoder.next_event()
+            event = next_event()
             if event is NEED_DATA:
                 break
             if type(event) is FrameError:
@@ -356,12 +359,14 @@ class Node:
             op, key, value = event  # type: ignore[misc]
             try:
                 if op == GET:
-                    found = backend.get(key)
+                    found = get(key)
                     if found is None:
                         answer = RESPONSE_NOT_FOUND
+                    elif len(found) < SMALL_VALUE:
+                        answer = pack_head(HEADER_V1, _SUCCESS, len(found)) + found
                     else:
-                        # Header and value go out as two pieces: the value is copied once, by the
-                        # join in _flush, however large it is.
+                        # A large value goes out as a second piece: it is copied once, by the join
+                        # in _flush, however large it is.
                         out.append(pack_head(HEADER_V1, _SUCCESS, len(found)))
                         size += 9
                         answer = found

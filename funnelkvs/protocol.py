@@ -119,6 +119,10 @@ NEED_DATA: Final = _NeedData()
 
 _U32 = struct.Struct(">I")
 _unpack_u32 = _U32.unpack_from
+#: magic+version, op, first length: the 9 bytes that start every keyed request.
+_unpack_head = struct.Struct(">4sBI").unpack_from
+#: Builds a Request without NamedTuple's Python-level ``__new__`` (a C call; ~2x cheaper per request).
+_new_request = tuple.__new__
 #: magic+version (4s), status (B), value length (I): ``RESPONSE_HEAD.pack(HEADER_V1, status, n)``.
 RESPONSE_HEAD: Final = struct.Struct(">4sBI")
 _pack_response_head = RESPONSE_HEAD.pack
@@ -203,11 +207,44 @@ class RequestDecoder:
         return FrameError(reason, True)
 
     def next_event(self) -> Request | FrameError | _NeedData:
-        if self._closed:
-            return NEED_DATA
         buf = self._buf
         pos = self._pos
         end = len(buf)
+        # Fast path: a whole 9-byte keyed header is here. One unpack reads magic+version, op and the
+        # key length at once; it is most of the cost of a small GET.
+        if end - pos >= 9:
+            head, op, klen = _unpack_head(buf, pos)
+            if head == HEADER_V1 and (op == GET or op == DELETE or op == PUT):
+                if klen > self.max_key_size:
+                    return self._fatal(f"key length {klen} exceeds the maximum of {self.max_key_size}")
+                key_end = pos + 9 + klen
+                if op != PUT:
+                    if end < key_end:
+                        return NEED_DATA
+                    self._pos = key_end
+                    key = buf[pos + 9 : key_end]
+                    # A partial frame lives in a bytearray; requests always carry bytes.
+                    return _new_request(Request, (op, key if type(key) is bytes else bytes(key), b""))
+                if end < key_end + 4:
+                    return NEED_DATA
+                vlen = _unpack_u32(buf, key_end)[0]
+                if vlen > self.max_value_size:
+                    return self._fatal(f"value length {vlen} exceeds the maximum of {self.max_value_size}")
+                stop = key_end + 4 + vlen
+                if end < stop:
+                    return NEED_DATA
+                self._pos = stop
+                key = buf[pos + 9 : key_end]
+                value = buf[key_end + 4 : stop]
+                if type(buf) is not bytes:
+                    key, value = bytes(key), bytes(value)
+                return _new_request(Request, (PUT, key, value))
+        return self._next_slow(buf, pos, end)
+
+    def _next_slow(self, buf: bytes | bytearray, pos: int, end: int) -> Request | FrameError | _NeedData:
+        """Short frames (PING, STATS, INFO), incomplete headers and bad headers."""
+        if self._closed:
+            return NEED_DATA
         avail = end - pos
         if avail < 5:
             # Reject a header as soon as its bytes can no longer be a prefix of "KVS\x01", so a
@@ -218,37 +255,11 @@ class RequestDecoder:
         if not buf.startswith(HEADER_V1, pos):
             return self._discard(_describe_bad_header(bytes(buf[pos : pos + 4])))
         op = buf[pos + 4]
-        if op in _KEYED_OPS:
-            if avail < 9:
-                return NEED_DATA
-            klen = _unpack_u32(buf, pos + 5)[0]
-            if klen > self.max_key_size:
-                return self._fatal(f"key length {klen} exceeds the maximum of {self.max_key_size}")
-            stop = pos + 9 + klen
-            if end < stop:
-                return NEED_DATA
-            self._pos = stop
-            return Request(op, bytes(buf[pos + 9 : stop]), b"")
-        if op == PUT:
-            if avail < 9:
-                return NEED_DATA
-            klen = _unpack_u32(buf, pos + 5)[0]
-            if klen > self.max_key_size:
-                return self._fatal(f"key length {klen} exceeds the maximum of {self.max_key_size}")
-            vlen_at = pos + 9 + klen
-            if end < vlen_at + 4:
-                return NEED_DATA
-            vlen = _unpack_u32(buf, vlen_at)[0]
-            if vlen > self.max_value_size:
-                return self._fatal(f"value length {vlen} exceeds the maximum of {self.max_value_size}")
-            stop = vlen_at + 4 + vlen
-            if end < stop:
-                return NEED_DATA
-            self._pos = stop
-            return Request(PUT, bytes(buf[pos + 9 : vlen_at]), bytes(buf[vlen_at + 4 : stop]))
         if op in _BODYLESS_OPS:
             self._pos = pos + 5
-            return Request(op, b"", b"")
+            return _new_request(Request, (op, b"", b""))
+        if op in _KEYED_OPS or op == PUT:
+            return NEED_DATA  # fewer than 9 bytes: the key length is not here yet
         return self._discard(_describe_bad_op(op))
 
 

@@ -29,6 +29,11 @@ class MemoryBackend(StorageBackend):
         self._index = SortedList()
         self._size = 0
         self._closed = False
+        # The node's GET path calls ``backend.get`` once per request: binding the dict's own
+        # method here makes that one C call instead of a Python frame plus a C call. (Not when a
+        # subclass overrides get: the instance attribute would shadow its method.)
+        if type(self).get is MemoryBackend.get:
+            self.get = self._data.get  # type: ignore[method-assign]
 
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)
