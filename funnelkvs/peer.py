@@ -22,7 +22,8 @@ from funnelkvs.protocol import NEED_DATA, U32_MAX, Response, ResponseDecoder, en
 
 log = logging.getLogger("funnelkvs.peer")
 
-RECV_SIZE = 256 * 1024
+# Under glibc's mmap threshold (128 KiB): a larger recv(n) costs an mmap/munmap pair per call.
+RECV_SIZE = 64 * 1024
 
 
 class _Call:

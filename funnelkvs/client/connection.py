@@ -17,7 +17,8 @@ from funnelkvs.client.address import Address
 from funnelkvs.errors import NodeUnreachable, RemoteProtocolError, RequestTimeout
 from funnelkvs.protocol import NEED_DATA, Response, ResponseDecoder
 
-_RECV_SIZE = 256 * 1024
+# Under glibc's mmap threshold (128 KiB): a larger recv(n) costs an mmap/munmap pair per call.
+_RECV_SIZE = 64 * 1024
 #: Bytes of a pipeline handed to the kernel at a time; reads are interleaved between chunks so that
 #: neither side blocks writing into a full socket buffer while the other does the same.
 _SEND_CHUNK = 256 * 1024
