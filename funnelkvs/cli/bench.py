@@ -91,7 +91,7 @@ def add_parser(subparsers: Any) -> None:
         help="load a node and report ops/s and latency",
         description=(
             "Closed-loop load: each connection keeps DEPTH requests in flight; connections are spread "
-            "over worker processes. Keys are key:%%010d drawn uniformly from KEYS; mix is 90%% GET."
+            "over worker processes. Keys are key:%010d drawn uniformly from KEYS; mix is 90% GET."
         ),
     )
     add_server_option(parser)
