@@ -19,12 +19,13 @@ Connecting is always safe to retry (nothing was sent): a refused connection move
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
 
 from funnelkvs.client.address import Address, parse_addresses
 from funnelkvs.client.answers import result_of
+from funnelkvs.client.connection import Connection
 from funnelkvs.client.pipeline import Pipeline
 from funnelkvs.client.pool import ConnectionPool
 from funnelkvs.errors import KeyNotFound, LocalProtocolError, NodeUnreachable, RemoteProtocolError
@@ -109,41 +110,31 @@ class Client:
         return data
 
     def _roundtrip(self, op: int, frame: bytes) -> tuple[Response, Address]:
-        pool = self._pool
-        conn, reused = pool.checkout()
-        ok = False
-        try:
-            try:
-                response = conn.request(frame)
-            except NodeUnreachable:
-                if not (reused and self.retry and conn.received == 0 and op in IDEMPOTENT_OPS):
-                    raise
-                conn.close()
-                conn = pool.connect()
-                response = conn.request(frame)
-            ok = True
-            return response, conn.address
-        finally:
-            pool.checkin(conn, ok)
+        return self._on_connection(op in IDEMPOTENT_OPS, lambda conn: conn.request(frame))
 
     def exchange(self, ops: Sequence[int], frames: Sequence[bytes]) -> tuple[list[Response], Address]:
         """Send encoded requests pipelined on one connection; their answers in order (used by
         :class:`Pipeline`)."""
+        safe = all(op in IDEMPOTENT_OPS for op in ops)
+        return self._on_connection(safe, lambda conn: conn.exchange(frames))
+
+    def _on_connection(self, idempotent: bool, talk: Callable[[Connection], T]) -> tuple[T, Address]:
+        """Run ``talk`` on a pooled connection, replaying it once on a fresh one when the retry policy
+        (module docstring) allows."""
         pool = self._pool
         conn, reused = pool.checkout()
         ok = False
         try:
             try:
-                responses = conn.exchange(frames)
+                result = talk(conn)
             except NodeUnreachable:
-                safe = all(op in IDEMPOTENT_OPS for op in ops)
-                if not (reused and self.retry and conn.received == 0 and safe):
+                if not (reused and self.retry and conn.received == 0 and idempotent):
                     raise
                 conn.close()
                 conn = pool.connect()
-                responses = conn.exchange(frames)
+                result = talk(conn)
             ok = True
-            return responses, conn.address
+            return result, conn.address
         finally:
             pool.checkin(conn, ok)
 
