@@ -245,12 +245,16 @@ class Node:
             if self._listener is not None:
                 self._listener.close()
             try:
+                # Every acknowledged write is already synced; this covers writes whose answers were
+                # never sent (the client left), so that a clean stop keeps them too.
                 self.backend.sync()
             finally:
-                self.backend.close()
-                self.loop.close()
-                self._stopped.set()
-                log.info("funnelkvs node %s stopped", self.node_id[:12])
+                try:
+                    self.backend.close()
+                finally:
+                    self.loop.close()
+                    self._stopped.set()
+                    log.info("funnelkvs node %s stopped", self.node_id[:12])
 
     # --- node-to-node ------------------------------------------------------------------------------
 

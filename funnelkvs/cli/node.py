@@ -81,5 +81,9 @@ def run(args: argparse.Namespace) -> int:
         backend.close()
         print(f"funnelkvs node: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    node.serve_forever()
+    try:
+        node.serve_forever()
+    except FunnelKVSError as exc:  # e.g. the final storage sync or close failed
+        print(f"funnelkvs node: stopped with an error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     return EXIT_OK
