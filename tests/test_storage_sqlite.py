@@ -245,10 +245,191 @@ def test_a_failed_queued_write_fails_sync_and_the_batch(backend: SqliteBackend) 
 def test_a_write_error_surfaces_at_the_next_call_too(backend: SqliteBackend) -> None:
     backend.put(b"bad", 2**70)  # type: ignore[arg-type]
     with pytest.raises(StorageError):
-        backend.get(b"anything")
+        backend.count()  # waits on the thread: the error is recorded by the time it answers
     with pytest.raises(StorageError, match="failed"):
         backend.sync()
     backend.sync()  # reported once, then the backend goes on
+
+
+def test_a_get_raises_a_recorded_write_error(backend: SqliteBackend) -> None:
+    backend.put(b"bad", 2**70)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 10
+    while backend._worker.exception is None:  # get() does not wait on the thread: let it record
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(StorageError, match=r"too large|overflow"):
+        backend.get(b"anything")
+    with pytest.raises(StorageError, match="failed"):
+        backend.sync()
+
+
+# --- get() on its own read connection, and the overlay of writes it cannot see yet ----------------------
+
+
+def committed(backend: SqliteBackend, key: bytes) -> bytes | None:
+    """What another connection to the file sees: only committed state."""
+    with sqlite3.connect(backend.file) as db:
+        rows = db.execute('SELECT value FROM "entries" WHERE key = ?', (hashlib.sha1(key).digest() + key,))
+        found = rows.fetchall()
+    return found[0][0] if found else None
+
+
+def test_a_read_sees_an_unsynced_write(backend: SqliteBackend) -> None:
+    backend.put(b"k", b"v1")
+    backend.put(b"empty", b"")
+    backend.put(b"k", b"v2")
+    backend.count()  # every write has run on the writer's connection, still uncommitted
+    assert committed(backend, b"k") is None, "the write is committed already: the test proves nothing"
+    assert (backend.get(b"k"), backend.get(b"empty")) == (b"v2", b"")
+    backend.sync()
+    assert not backend._overlay, "a committed batch stays in the overlay"
+    assert committed(backend, b"k") == b"v2"
+    assert (backend.get(b"k"), backend.get(b"empty")) == (b"v2", b"")
+
+
+def test_a_read_after_an_unsynced_delete_sees_none(backend: SqliteBackend) -> None:
+    backend.put(b"k", b"v")
+    backend.sync()
+    assert backend.delete(b"k") is True
+    assert committed(backend, b"k") == b"v"
+    assert backend.get(b"k") is None
+    backend.put(b"k", b"again")
+    assert backend.get(b"k") == b"again"
+    assert backend.delete(b"k") is True
+    backend.sync()
+    assert backend.get(b"k") is None and committed(backend, b"k") is None
+
+
+def test_a_failed_sync_leaves_no_lost_write_readable(backend: SqliteBackend) -> None:
+    backend.put(b"kept", b"old")
+    backend.put(b"gone", b"still here")
+    backend.sync()
+    backend.put(b"kept", b"new")
+    backend.put(b"fresh", b"lost")
+    backend.delete(b"gone")
+    assert (backend.get(b"kept"), backend.get(b"fresh"), backend.get(b"gone")) == (b"new", b"lost", None)
+    backend.put(b"bad", 2**70)  # type: ignore[arg-type]
+    with pytest.raises(StorageError):
+        backend.sync()
+    assert not backend._overlay
+    assert (backend.get(b"kept"), backend.get(b"fresh"), backend.get(b"gone")) == (
+        b"old",
+        None,
+        b"still here",
+    )
+
+
+def test_nosync_reads_see_their_own_writes(tmp_path: Path) -> None:
+    with create_sqlite_backend(tmp_path, {"durability": "nosync"}) as backend:
+        assert isinstance(backend, SqliteBackend)
+        for index in range(200):
+            backend.put(b"k%d" % index, b"v%d" % index)
+            assert backend.get(b"k%d" % index) == b"v%d" % index
+        assert backend.delete(b"k7") is True
+        assert backend.get(b"k7") is None
+        assert backend.count() == 199  # a round trip: every COMMIT before it has run...
+        assert not backend._overlay  # ...so the overlay is empty and reads go to the file
+        assert committed(backend, b"k199") == b"v199" and committed(backend, b"k7") is None
+        assert [backend.get(b"k%d" % index) for index in (0, 7, 199)] == [b"v0", None, b"v199"]
+
+
+def test_nosync_keeps_writes_sent_after_a_round_trip_began(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with create_sqlite_backend(tmp_path, {"durability": "nosync"}) as backend:
+        assert isinstance(backend, SqliteBackend)
+        backend.put(b"early", b"1")
+        wait = backend._await
+
+        def write_while_waiting(replies: Any) -> list[tuple[Any, ...]]:
+            # Stands for anything written between a statement's send and its answer: its COMMIT is
+            # queued behind that statement, so the answer proves nothing about it.
+            backend.put(b"late", b"2")
+            return wait(replies)
+
+        monkeypatch.setattr(backend, "_await", write_while_waiting)
+        backend.count()
+        monkeypatch.undo()
+        assert list(backend._overlay) == [hashlib.sha1(b"late").digest() + b"late"]
+        assert (backend.get(b"early"), backend.get(b"late")) == (b"1", b"2")
+
+
+def test_nosync_keeps_the_overlay_when_a_round_trip_is_not_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with create_sqlite_backend(tmp_path, {"durability": "nosync"}) as backend:
+        assert isinstance(backend, SqliteBackend)
+        backend.put(b"k", b"v")
+
+        def no_answer(replies: Any) -> list[tuple[Any, ...]]:
+            raise sqlite_backend._NoAnswer("no answer (injected)")
+
+        monkeypatch.setattr(backend, "_await", no_answer)
+        with pytest.raises(StorageError, match="injected"):
+            backend.count()
+        monkeypatch.undo()
+        assert backend._overlay, "an unanswered round trip proves no commit"
+        assert backend.get(b"k") == b"v"
+
+
+def test_a_read_blocked_by_a_lock_is_bounded_and_a_storage_error(tmp_path: Path) -> None:
+    with create_sqlite_backend(tmp_path, {"journal_mode": "delete", "timeout": 0.5}) as backend:
+        assert isinstance(backend, SqliteBackend)
+        backend.put(b"k", b"v")
+        backend.sync()
+        blocker = sqlite3.connect(backend.file, isolation_level=None)
+        try:
+            blocker.execute("BEGIN EXCLUSIVE")  # in rollback-journal mode this shuts readers out
+            started = time.monotonic()
+            with pytest.raises(StorageError, match="locked"):
+                backend.get(b"k")
+            assert time.monotonic() - started < 3
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert backend.get(b"k") == b"v"
+
+
+def test_a_large_unsynced_batch_does_not_lock_readers_out(tmp_path: Path) -> None:
+    # Past the page cache (2 MiB by default) a rollback-journal writer would spill into the file and
+    # hold the exclusive lock until sync(): the read would wait for the whole timeout, then fail.
+    with create_sqlite_backend(tmp_path, {"journal_mode": "delete", "timeout": 2}) as backend:
+        assert isinstance(backend, SqliteBackend)
+        backend.put(b"old", b"committed")
+        backend.sync()
+        for index in range(400):
+            backend.put(b"big-%d" % index, os.urandom(16 * 1024))
+        backend.count()  # the batch has run on the writer's connection
+        started = time.monotonic()
+        assert backend.get(b"old") == b"committed"
+        assert backend.get(b"big-3") is not None
+        assert time.monotonic() - started < 1
+        backend.sync()
+        assert backend.count() == 401
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_close_closes_the_read_connection_before_the_writer(tmp_path: Path, journal_mode: str) -> None:
+    backend = create_sqlite_backend(tmp_path, {"journal_mode": journal_mode})
+    backend.put(b"k", b"v")
+    backend.sync()
+    assert backend.get(b"k") == b"v"  # read through the read connection: it has the file open
+    reader = backend._reader
+    backend.close()
+    with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+        reader.execute("SELECT 1")
+    # The writer closed last, so it could checkpoint: nothing is left beside the database file.
+    assert not (tmp_path / (DATABASE_NAME + "-wal")).exists()
+    with create_sqlite_backend(tmp_path, {"read_only": True}) as again:
+        assert again.get(b"k") == b"v"
+
+
+def test_a_relative_path_opens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with create_sqlite_backend(Path("data"), {}) as backend:
+        backend.put(b"k", b"v")
+    with create_sqlite_backend(Path("data"), {"read_only": True}) as reader:
+        assert reader.get(b"k") == b"v"
 
 
 # --- durability ---------------------------------------------------------------------------------------

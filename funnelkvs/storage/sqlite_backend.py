@@ -21,14 +21,28 @@ talks to the thread through its ``execute(sql, args, reply_queue)`` alone, sends
 ``ROLLBACK`` as SQL (so their errors are caught and recorded like any statement's), and waits for
 every reply with a deadline (``storage.options.timeout``), noticing a dead thread at once. A timeout,
 a dead thread or a recorded statement error raises :class:`~funnelkvs.errors.StorageError`; an error
-from a queued write is never dropped: it fails the next call and the next ``sync()``.
+from a queued write is never dropped: it fails the next call that finds it recorded (every call that
+waits on the thread does) and the next ``sync()``.
+
+``get()`` does not use that thread: a queue round trip and two GIL hand-offs per key cost most of a
+read. It runs on a second connection of our own, read-only (``mode=ro``) and autocommit, so each
+SELECT sees the latest commit, with a busy timeout of ``storage.options.timeout``. Writes not yet
+known committed are invisible to it, so they are kept in an overlay (stored key to value, or None
+for a delete) that ``get()`` consults first. In ``sync`` mode the overlay is the open batch: emptied
+when ``sync()`` commits it or gives it up. In ``nosync`` mode an entry's ``COMMIT`` is queued behind
+it on the thread, which runs its queue in order: once any statement sent later is answered, every
+entry written before it was sent is committed and leaves the overlay. ``count``, ``size`` and
+``scan`` stay on sqlitedict's connection, which sees the open batch itself. In ``delete`` journal
+mode the writing connection never spills dirty pages to the file before ``COMMIT`` (``PRAGMA
+cache_spill``): a spill would take the exclusive lock for the rest of the batch, and reads on the
+loop thread would wait, uselessly, for a ``sync()`` that only the loop thread can make.
 
 Durability (``storage.options.durability``): sqlitedict sets ``PRAGMA synchronous=OFF`` on its
 connection; we override it on that same connection (the one that writes) and read it back.
 
 - ``sync`` (default, ``durable``): ``synchronous=FULL``; writes since the last ``sync()`` form one
-  transaction (reads see them: they run on the same connection), and ``sync()`` commits it, which
-  syncs the WAL (``fdatasync``) before returning.
+  transaction (reads see them through the overlay), and ``sync()`` commits it, which syncs the WAL
+  (``fdatasync``) before returning.
 - ``nosync``: ``synchronous=NORMAL``; each write is followed by a queued ``COMMIT`` that nothing waits
   for (the node never calls ``sync()`` per pass for a backend that is not durable). It survives a
   process crash once the thread has run it, not a power loss.
@@ -106,6 +120,8 @@ _DELETE: Final = f'DELETE FROM "{TABLE}" WHERE key = ? RETURNING 1'
 _COUNTERS: Final = "SELECT entries, bytes FROM funnelkvs_meta WHERE id = 0"
 
 _process_id = os.getpid()
+#: Read connections of backends a forked child let go of, kept from being closed by garbage collection.
+_left_behind: list[sqlite3.Connection] = []
 
 
 def _note_fork() -> None:
@@ -150,6 +166,8 @@ class SqliteBackend(StorageBackend):
         self._dirty = False
         #: An error from a queued write of the open batch: the next sync() must fail.
         self._failure: BaseException | None = None
+        #: Writes the read connection may not see yet: stored key -> value, None for a delete.
+        self._overlay: dict[bytes, bytes | None] = {}
         self._datadir: DataDir = claim(self.path, self.name, FORMAT_VERSION, read_only=read_only)
         try:
             journal_mode = self._prepare(journal_mode)
@@ -161,10 +179,14 @@ class SqliteBackend(StorageBackend):
         try:
             if not read_only:
                 self._set_synchronous(durability)
+                if journal_mode == "delete":
+                    self._ask("PRAGMA cache_spill = OFF")  # see the module docstring
+            self._reader = self._open_reader()
         except BaseException:
             self._stop_worker()
             self._datadir.release()
             raise
+        self._read = self._reader.cursor().execute
 
     # --- opening --------------------------------------------------------------------------------------
 
@@ -177,7 +199,7 @@ class SqliteBackend(StorageBackend):
             if self.read_only:
                 if not self.file.exists():
                     raise StorageError(f"sqlite: {self.file} does not exist")
-                db = sqlite3.connect(f"{self.file.as_uri()}?mode=ro", uri=True, timeout=self._timeout)
+                db = sqlite3.connect(self._read_only_uri(), uri=True, timeout=self._timeout)
             else:
                 db = sqlite3.connect(self.file, timeout=self._timeout, isolation_level=None)
             try:
@@ -198,6 +220,25 @@ class SqliteBackend(StorageBackend):
         if not {TABLE, "funnelkvs_meta"} <= tables:
             raise StorageError(f"sqlite: {self.file} lacks the FunnelKVS tables")
         return journal_mode
+
+    def _read_only_uri(self) -> str:
+        return f"{self.file.absolute().as_uri()}?mode=ro"
+
+    def _open_reader(self) -> sqlite3.Connection:
+        """The connection get() reads through. Autocommit: each SELECT is its own read transaction, so
+        it sees the latest commit and holds no snapshot (nor, in rollback mode, a lock) after it.
+        check_same_thread is off because the backend may be built on one thread and handed to the
+        loop thread; only its owner ever uses it."""
+        try:
+            return sqlite3.connect(
+                self._read_only_uri(),
+                uri=True,
+                timeout=self._timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: cannot open {self.file} for reading: {exc}") from exc
 
     def _open_dict(self, journal_mode: str) -> sqlitedict.SqliteDict:
         """sqlitedict's constructor waits for its thread without a bound; run it on a helper thread
@@ -249,6 +290,20 @@ class SqliteBackend(StorageBackend):
         """Run one statement on sqlitedict's connection and return its rows, waiting at most the timeout."""
         replies: queue.Queue[Any] = queue.Queue()
         self._send(sql, args, replies)
+        if self._group_commit:
+            return self._await(replies)
+        # nosync: every write sent before this statement has its COMMIT queued before it too, so an
+        # answer means those writes are committed. Only they may leave the overlay: take them now.
+        sent_before, self._overlay = self._overlay, {}
+        try:
+            return self._await(replies)
+        except _NoAnswer:
+            # Not answered: their commits may not have run (or never will, if the thread is gone).
+            sent_before.update(self._overlay)
+            self._overlay = sent_before
+            raise
+
+    def _await(self, replies: queue.Queue[Any]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = []
         deadline = time.monotonic() + self._timeout
         while True:
@@ -288,8 +343,22 @@ class SqliteBackend(StorageBackend):
     # --- reads ----------------------------------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
-        self._check_usable()
-        rows = self._ask(_GET, (ring_digest(key) + key,))
+        if self._closed or self._pid != _process_id:
+            self._check_usable()
+        worker = self._worker
+        if worker.exception is not None:  # an unlocked peek: the hot path does not take its lock
+            self._raise_recorded()
+        if not worker.is_alive():
+            # Reads could go on, but nothing written from now on would ever be stored.
+            raise _NoAnswer(f"sqlite: sqlitedict's thread for {self.file} has stopped")
+        stored_key = ring_digest(key) + key
+        overlay = self._overlay
+        if overlay and stored_key in overlay:
+            return overlay[stored_key]
+        try:
+            rows = self._read(_GET, (stored_key,)).fetchall()  # fetchall: ends the read transaction
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: reading {self.file}: {exc}") from exc
         if not rows:
             return None
         value = rows[0][0]
@@ -356,12 +425,18 @@ class SqliteBackend(StorageBackend):
 
     def put(self, key: bytes, value: bytes) -> None:
         self._check_writable()
-        self._send(_PUT, (ring_digest(key) + key, value))
+        if isinstance(value, bytearray | memoryview):
+            value = bytes(value)  # the overlay must not change with the caller's buffer
+        stored_key = ring_digest(key) + key
+        self._send(_PUT, (stored_key, value))
+        self._overlay[stored_key] = value
         self._after_write()
 
     def delete(self, key: bytes) -> bool:
         self._check_writable()
-        rows = self._ask(_DELETE, (ring_digest(key) + key,))
+        stored_key = ring_digest(key) + key
+        rows = self._ask(_DELETE, (stored_key,))
+        self._overlay[stored_key] = None
         self._after_write()
         return bool(rows)
 
@@ -394,12 +469,15 @@ class SqliteBackend(StorageBackend):
             self._abandon_batch(rollback=not isinstance(exc, _NoAnswer))
             raise
         self._dirty = False
+        self._overlay.clear()
 
     def _abandon_batch(self, *, rollback: bool) -> None:
         """After a failed batch, return the connection to the last commit (best effort). Not after a
-        timeout: the late COMMIT may still run, and a ROLLBACK queued behind it would only fail."""
+        timeout: the late COMMIT may still run, and a ROLLBACK queued behind it would only fail.
+        Either way the batch's writes are no longer pending: reads go to the file for them."""
         self._failure = None
         self._dirty = False
+        self._overlay.clear()
         if not rollback:
             return
         try:
@@ -414,7 +492,9 @@ class SqliteBackend(StorageBackend):
             return
         self._closed = True
         if self._pid != _process_id:
-            # A forked child has no sqlitedict thread (threads do not survive fork): just let go.
+            # A forked child has no sqlitedict thread (threads do not survive fork): just let go. The
+            # read connection is not closed either: SQLite's state for it belongs to the parent.
+            _left_behind.append(self._reader)
             self._dict.conn = None
             self._datadir.release()
             return
@@ -423,9 +503,20 @@ class SqliteBackend(StorageBackend):
                 self._sync()
         finally:
             try:
-                self._stop_worker()
+                try:
+                    # Before the writer: the last connection to close checkpoints the WAL, and only
+                    # the writer can.
+                    self._close_reader()
+                finally:
+                    self._stop_worker()
             finally:
                 self._datadir.release()
+
+    def _close_reader(self) -> None:
+        try:
+            self._reader.close()
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: closing {self.file}: {exc}") from exc
 
     def _stop_worker(self) -> None:
         worker = self._worker
