@@ -48,14 +48,14 @@ from typing import Any, Final
 import lmdb
 
 from funnelkvs.contributions import StorageBackendSpec
-from funnelkvs.errors import ConfigError, StorageError
+from funnelkvs.errors import StorageError
 from funnelkvs.hookspecs import hookimpl
 from funnelkvs.keyspace import KeyRange, ring_digest
 from funnelkvs.storage.backend import StorageBackend
 from funnelkvs.storage.datadir import DataDir, claim
+from funnelkvs.storage.options import DURABILITY_MODES, OptionsReader
 
 FORMAT_VERSION: Final = 1
-DURABILITY_MODES: Final = ("sync", "nosync")
 _MIB: Final = 1024 * 1024
 DEFAULT_MAP_SIZE: Final = 64 * _MIB
 MIN_MAP_SIZE: Final = _MIB
@@ -454,49 +454,22 @@ def _encode_bucket(entries: list[tuple[bytes, bytes]]) -> bytes:
 
 # --- configuration -------------------------------------------------------------------------------------
 
-_OPTIONS: Final = ("durability", "map_size", "read_only", "scan_batch")
-
 
 def create_lmdb_backend(path: Path | None, options: dict[str, Any]) -> LmdbBackend:
     """The plugin factory: validate ``storage.options`` and open the backend at ``storage.path``."""
-    problems: list[str] = []
-    if path is None:
-        problems.append("storage.path: required for the lmdb backend")
-    for name in options:
-        if name not in _OPTIONS:
-            expected = ", ".join(_OPTIONS)
-            problems.append(
-                f"storage.options.{name}: unknown option for the lmdb backend (expected one of: {expected})"
-            )
-    durability = options.get("durability", "sync")
-    if durability not in DURABILITY_MODES:
-        problems.append(
-            f"storage.options.durability: {durability!r} is not a durability mode (expected sync or nosync)"
-        )
-    map_size = options.get("map_size", DEFAULT_MAP_SIZE)
-    if not _is_int(map_size) or map_size < MIN_MAP_SIZE:
-        problems.append(
-            f"storage.options.map_size: {map_size!r} is not a map size "
-            f"(expected an integer number of bytes >= {MIN_MAP_SIZE}; the map grows by itself)"
-        )
-    scan_batch = options.get("scan_batch", DEFAULT_SCAN_BATCH)
-    if not _is_int(scan_batch) or scan_batch < 1:
-        problems.append(
-            f"storage.options.scan_batch: {scan_batch!r} is not a batch size (expected an integer >= 1)"
-        )
-    read_only = options.get("read_only", False)
-    if not isinstance(read_only, bool):
-        problems.append(f"storage.options.read_only: {read_only!r} is not a boolean (expected true or false)")
-    if problems:
-        raise ConfigError(problems)
-    assert path is not None
+    reader = OptionsReader("lmdb", options, known=("durability", "map_size", "read_only", "scan_batch"))
+    data_dir = reader.path(path)
+    durability = reader.choice("durability", DURABILITY_MODES, "sync", "a durability mode")
+    map_size = reader.integer(
+        "map_size", DEFAULT_MAP_SIZE, MIN_MAP_SIZE, "a map size",
+        f"expected an integer number of bytes >= {MIN_MAP_SIZE}; the map grows by itself",
+    )  # fmt: skip
+    scan_batch = reader.integer("scan_batch", DEFAULT_SCAN_BATCH, 1, "a batch size")
+    read_only = reader.boolean("read_only", False)
+    reader.check()
     return LmdbBackend(
-        path, durability=durability, map_size=map_size, scan_batch=scan_batch, read_only=read_only
+        data_dir, durability=durability, map_size=map_size, scan_batch=scan_batch, read_only=read_only
     )
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @hookimpl

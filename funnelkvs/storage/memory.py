@@ -33,7 +33,7 @@ class MemoryBackend(StorageBackend):
         # method here makes that one C call instead of a Python frame plus a C call. (Not when a
         # subclass overrides get: the instance attribute would shadow its method.)
         if type(self).get is MemoryBackend.get:
-            self.get = self._data.get  # type: ignore[method-assign]
+            self.get = self._data.get  # type: ignore[method-assign,assignment]
 
     def get(self, key: bytes) -> bytes | None:
         return self._data.get(key)

@@ -67,16 +67,16 @@ from typing import Any, Final
 import sqlitedict
 
 from funnelkvs.contributions import StorageBackendSpec
-from funnelkvs.errors import ConfigError, StorageError
+from funnelkvs.errors import StorageError
 from funnelkvs.hookspecs import hookimpl
 from funnelkvs.keyspace import POSITION_BYTES, KeyRange, ring_digest
 from funnelkvs.storage.backend import StorageBackend
 from funnelkvs.storage.datadir import DataDir, claim
+from funnelkvs.storage.options import DURABILITY_MODES, OptionsReader
 
 FORMAT_VERSION: Final = 1
 DATABASE_NAME: Final = "funnelkvs.sqlite3"
 TABLE: Final = "entries"
-DURABILITY_MODES: Final = ("sync", "nosync")
 JOURNAL_MODES: Final = ("wal", "delete")
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_SCAN_BATCH: Final = 256
@@ -556,51 +556,24 @@ class SqliteBackend(StorageBackend):
 
 # --- configuration -------------------------------------------------------------------------------------
 
-_OPTIONS: Final = ("durability", "journal_mode", "read_only", "scan_batch", "timeout")
-
 
 def create_sqlite_backend(path: Path | None, options: dict[str, Any]) -> SqliteBackend:
     """The plugin factory: validate ``storage.options`` and open the backend at ``storage.path``."""
-    problems: list[str] = []
-    if path is None:
-        problems.append("storage.path: required for the sqlite backend")
-    for name in options:
-        if name not in _OPTIONS:
-            expected = ", ".join(_OPTIONS)
-            problems.append(
-                f"storage.options.{name}: unknown option for the sqlite backend (expected one of: {expected})"
-            )
-    durability = options.get("durability", "sync")
-    if durability not in DURABILITY_MODES:
-        problems.append(
-            f"storage.options.durability: {durability!r} is not a durability mode (expected sync or nosync)"
-        )
-    journal_mode = options.get("journal_mode", "wal")
-    if journal_mode not in JOURNAL_MODES:
-        problems.append(
-            f"storage.options.journal_mode: {journal_mode!r} is not a journal mode (expected wal or delete)"
-        )
-    timeout = options.get("timeout", DEFAULT_TIMEOUT)
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not 0 < timeout <= 3600:
-        problems.append(
-            f"storage.options.timeout: {timeout!r} is not a timeout (expected seconds, > 0 and <= 3600)"
-        )
-    scan_batch = options.get("scan_batch", DEFAULT_SCAN_BATCH)
-    if not isinstance(scan_batch, int) or isinstance(scan_batch, bool) or scan_batch < 1:
-        problems.append(
-            f"storage.options.scan_batch: {scan_batch!r} is not a batch size (expected an integer >= 1)"
-        )
-    read_only = options.get("read_only", False)
-    if not isinstance(read_only, bool):
-        problems.append(f"storage.options.read_only: {read_only!r} is not a boolean (expected true or false)")
-    if problems:
-        raise ConfigError(problems)
-    assert path is not None
+    reader = OptionsReader(
+        "sqlite", options, known=("durability", "journal_mode", "read_only", "scan_batch", "timeout")
+    )
+    data_dir = reader.path(path)
+    durability = reader.choice("durability", DURABILITY_MODES, "sync", "a durability mode")
+    journal_mode = reader.choice("journal_mode", JOURNAL_MODES, "wal", "a journal mode")
+    timeout = reader.seconds("timeout", DEFAULT_TIMEOUT, 3600)
+    scan_batch = reader.integer("scan_batch", DEFAULT_SCAN_BATCH, 1, "a batch size")
+    read_only = reader.boolean("read_only", False)
+    reader.check()
     return SqliteBackend(
-        path,
+        data_dir,
         durability=durability,
         journal_mode=journal_mode,
-        timeout=float(timeout),
+        timeout=timeout,
         scan_batch=scan_batch,
         read_only=read_only,
     )
