@@ -120,7 +120,9 @@ class NodeProcess:
         self.stop()
 
 
-def _terminate(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT) -> int:
+def _terminate(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = STOP_TIMEOUT
+) -> int:
     """Signal the node's process group, wait, and SIGKILL the group if it outlives ``timeout``."""
     if process.poll() is None:
         _signal_group(process, sig)
