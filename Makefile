@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check funnelkvs plugins tests
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy funnelkvs
+	$(VENV)/bin/mypy funnelkvs plugins/funnelkvs-prometheus/funnelkvs_prometheus
 
 check: lint typecheck
 
