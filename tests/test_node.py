@@ -4,6 +4,7 @@ back-pressure on a slow reader, and group commit."""
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 import threading
@@ -13,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from funnelkvs.errors import StorageError
-from funnelkvs.keyspace import KeyRange
+from funnelkvs.keyspace import KeyRange, ring_digest
 from funnelkvs.protocol import NEED_DATA, Op, Response, ResponseDecoder, Status, encode_request
 from funnelkvs.storage.memory import MemoryBackend
 from tests.conftest import ThreadNode
@@ -272,3 +273,45 @@ def test_memory_scan_sees_what_the_node_stored(thread_node: ThreadNode) -> None:
     with connect(thread_node) as s:
         roundtrip(s, *[encode_request(Op.PUT, b"s%d" % i, b"v") for i in range(50)])
     assert len(list(thread_node.node.backend.scan(KeyRange.whole_ring()))) == 50
+
+
+def test_connections_past_the_limit_are_refused_and_others_go_on(
+    thread_node_factory: Callable[..., ThreadNode],
+) -> None:
+    tn = thread_node_factory(max_connections=3)
+    kept = [connect(tn) for _ in range(3)]
+    try:
+        for s in kept:
+            assert roundtrip(s, encode_request(Op.PING)) == [Response(Status.SUCCESS, b"pong")]
+        extra = connect(tn)
+        extra.settimeout(5)
+        try:
+            extra.sendall(encode_request(Op.PING))
+            assert extra.recv(10) == b""  # closed by the node without an answer
+        except ConnectionResetError:
+            pass  # equally a refusal
+        finally:
+            extra.close()
+        assert roundtrip(kept[0], encode_request(Op.PING)) == [Response(Status.SUCCESS, b"pong")]
+    finally:
+        for s in kept:
+            s.close()
+    # once some have closed, new connections are served again
+    deadline = time.monotonic() + 5
+    while tn.node.metrics.connections_current and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with connect(tn) as s:
+        assert roundtrip(s, encode_request(Op.PING)) == [Response(Status.SUCCESS, b"pong")]
+
+
+def test_info_describes_the_node(thread_node: ThreadNode) -> None:
+    with connect(thread_node) as s:
+        roundtrip(s, encode_request(Op.PUT, b"a", b"123"))
+        (answer,) = roundtrip(s, encode_request(Op.INFO))
+    assert answer.status == Status.SUCCESS
+    info = json.loads(answer.value)
+    assert info["keys"] == 1 and info["bytes"] == 3
+    assert info["backend"] == "memory"
+    assert info["address"] == f"{thread_node.address[0]}:{thread_node.address[1]}"
+    assert info["node_id"] == ring_digest(info["address"].encode()).hex()
+    assert info["connections"] == 1
