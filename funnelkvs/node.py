@@ -87,6 +87,7 @@ class ClientConnection:
         "out_size",
         "paused",
         "sock",
+        "sync_mark",
         "wants_sync",
     )
 
@@ -105,6 +106,8 @@ class ClientConnection:
         self.wants_sync = False
         #: Decoding stopped because the output reached the cap; resume once it has drained.
         self.paused = False
+        #: Index in ``out`` of the first answer the pending sync must cover.
+        self.sync_mark = 0
 
 
 class Node:
@@ -321,7 +324,7 @@ class Node:
             self._flush(conn)
             if conn.sock.fileno() < 0:
                 return
-        if mask & EVENT_READ_ANY and not conn.closing:
+        if mask & EVENT_READ_ANY and not conn.closing and not conn.paused:
             try:
                 received = conn.sock.recv_into(self._recv_buffer)
             except (BlockingIOError, InterruptedError):
@@ -330,20 +333,23 @@ class Node:
                 self._close(conn)
                 return
             if not received:
-                # The client closed (or half-closed) its side: answer what was decoded, then close.
+                # The client closed (or half-closed) its side: answer what it sent, then close.
                 conn.eof = True
                 conn.closing = True
-                if not conn.out_size and not conn.wants_sync:
-                    self._close(conn)
-                    return
-                self._set_events(conn, EVENT_WRITE)
+                if not conn.wants_sync:
+                    self._flush(conn)
                 return
             self.metrics.bytes_received += received
             conn.decoder.feed(self._recv_view[:received].tobytes())
             self._answer(conn)
+            if not conn.wants_sync:  # else its answers wait for the pass-end sync, in order
+                self._flush(conn)
 
     def _answer(self, conn: ClientConnection) -> None:
-        """Decode and answer buffered requests until the decoder needs data or the output is full."""
+        """Decode and answer buffered requests until the decoder needs data or the output is full.
+
+        Never writes: the caller flushes (at once, or after the pass-end sync for durable writes).
+        """
         next_event = conn.decoder.next_event
         backend = self.backend
         get = backend.get
@@ -351,7 +357,8 @@ class Node:
         size = conn.out_size
         cap = self._max_output
         requests = self.metrics.requests_by_op
-        wrote = False
+        # Where this pass's first unsynced write answer starts: a failed sync cuts the output there.
+        sync_mark = -1 if (conn.wants_sync or not self._durable) else None
         while size < cap:
             event = next_event()
             if event is NEED_DATA:
@@ -379,14 +386,14 @@ class Node:
                         out.append(pack_head(HEADER_V1, _SUCCESS, len(found)))
                         size += 9
                         answer = found
-                elif op == PUT:
-                    backend.put(key, value)
+                elif op == PUT or op == DELETE:
+                    if sync_mark is None:
+                        sync_mark = len(out)
+                    if op == PUT:
+                        backend.put(key, value)
+                    else:
+                        backend.delete(key)
                     answer = RESPONSE_OK
-                    wrote = True
-                elif op == DELETE:
-                    backend.delete(key)
-                    answer = RESPONSE_OK
-                    wrote = True
                 elif op == PING:
                     answer = RESPONSE_PONG
                 elif op == STATS:
@@ -404,70 +411,82 @@ class Node:
             size += len(answer)
         conn.out_size = size
         conn.paused = size >= cap
-        if wrote and self._durable:
-            if not conn.wants_sync:
-                conn.wants_sync = True
-                self._awaiting_sync.append(conn)
-            return
-        if conn.wants_sync:
-            return  # earlier answers on this connection wait for the pass-end sync; keep order
-        self._flush(conn)
+        if sync_mark is not None and sync_mark >= 0:
+            conn.wants_sync = True
+            conn.sync_mark = sync_mark
+            self._awaiting_sync.append(conn)
 
     def _flush(self, conn: ClientConnection) -> None:
-        """Write as much output as the socket takes, then choose which events to wait for."""
-        if conn.out_size:
-            out = conn.out
-            data = out[0] if len(out) == 1 else b"".join(out)
-            try:
-                sent = conn.sock.send(data)
-            except (BlockingIOError, InterruptedError):
-                sent = 0
-            except OSError:
+        """Write as much output as the socket takes; while it drains completely and requests wait
+        undecoded (the output had reached the cap), answer more; then choose the events to wait for.
+
+        A loop, not mutual recursion with _answer: a small output cap would otherwise recurse once
+        per request."""
+        cap = self._max_output
+        while True:
+            if conn.out_size:
+                out = conn.out
+                data = out[0] if len(out) == 1 else b"".join(out)
+                try:
+                    sent = conn.sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self._close(conn)
+                    return
+                self.metrics.bytes_sent += sent
+                if sent == len(data):
+                    out.clear()
+                    conn.out_size = 0
+                else:
+                    out[:] = [data[sent:]]
+                    conn.out_size = len(data) - sent
+            if conn.out_size:
+                # Read more only when nothing waits undecoded and the output is under the cap:
+                # otherwise a client that pipelines without reading would grow the input buffer.
+                reading = not conn.closing and not conn.paused and conn.out_size < cap
+                self._set_events(conn, EVENT_WRITE | EVENT_READ if reading else EVENT_WRITE)
+                return
+            if conn.paused:
+                # Requests left undecoded when the output was full: answer them now it has drained.
+                self._answer(conn)
+                if conn.wants_sync:
+                    return  # their answers go out after the pass-end sync
+                continue
+            if conn.closing:
                 self._close(conn)
                 return
-            self.metrics.bytes_sent += sent
-            if sent == len(data):
-                out.clear()
-                conn.out_size = 0
-            else:
-                out[:] = [data[sent:]]
-                conn.out_size = len(data) - sent
-        if conn.out_size:
-            # Past the cap, stop reading until the client has taken its answers.
-            reading = not conn.closing and conn.out_size < self._max_output
-            self._set_events(conn, EVENT_WRITE | EVENT_READ if reading else EVENT_WRITE)
+            if conn.events != EVENT_READ:
+                self._set_events(conn, EVENT_READ)
             return
-        if conn.closing:
-            self._close(conn)
-            return
-        if conn.events != EVENT_READ:
-            self._set_events(conn, EVENT_READ)
-        if conn.paused:
-            # Requests left undecoded when the output was full: answer them now it has drained.
-            self._answer(conn)
 
     def _group_commit(self) -> None:
-        """Pass-end hook: one sync covers every write of this pass, then their answers go out."""
-        waiting = self._awaiting_sync
-        if not waiting:
-            return
-        self._awaiting_sync = []
-        try:
-            self.backend.sync()
-        except Exception:
-            log.exception("storage sync failed; answering SERVER_ERROR to this pass's writes")
-            self.metrics.sync_errors += 1
+        """Pass-end hook: one sync covers every write of this pass, then their answers go out.
+
+        Flushing can decode more writes (a connection that was paused at the output cap); those are
+        synced by the next round of this loop, not left for a later pass that may be a timer away.
+        """
+        while self._awaiting_sync:
+            waiting = self._awaiting_sync
+            self._awaiting_sync = []
+            try:
+                self.backend.sync()
+            except Exception:
+                log.exception("storage sync failed; answering SERVER_ERROR to this pass's writes")
+                self.metrics.sync_errors += 1
+                for conn in waiting:
+                    # Answers before the first unsynced write stand; from there on the node can no
+                    # longer promise anything, so one SERVER_ERROR and a close: a client cannot take
+                    # later answers as belonging to the failed writes.
+                    del conn.out[conn.sync_mark :]
+                    conn.out.append(RESPONSE_SERVER_ERROR)
+                    conn.out_size = sum(map(len, conn.out))
+                    conn.paused = False
+                    conn.closing = True
             for conn in waiting:
-                # The acknowledgements (and any reads after them) can no longer be promised; the
-                # connection is closed after the error so a client cannot take later answers as
-                # belonging to the failed writes.
-                conn.out[:] = [RESPONSE_SERVER_ERROR]
-                conn.out_size = len(RESPONSE_SERVER_ERROR)
-                conn.closing = True
-        for conn in waiting:
-            conn.wants_sync = False
-            if conn.sock.fileno() >= 0:
-                self._flush(conn)
+                conn.wants_sync = False
+                if conn.sock.fileno() >= 0:
+                    self._flush(conn)
 
     def _refresh_stats(self) -> None:
         self.metrics.refresh_storage(self.backend.count(), self.backend.size())

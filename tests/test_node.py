@@ -315,3 +315,61 @@ def test_info_describes_the_node(thread_node: ThreadNode) -> None:
     assert info["address"] == f"{thread_node.address[0]}:{thread_node.address[1]}"
     assert info["node_id"] == ring_digest(info["address"].encode()).hex()
     assert info["connections"] == 1
+
+
+def test_pipelining_without_reading_does_not_grow_the_input_buffer(
+    thread_node_factory: Callable[..., ThreadNode],
+) -> None:
+    tn = thread_node_factory(max_output_buffer=1024 * 1024)
+    value = b"v" * 1024 * 1024
+    with connect(tn) as s:
+        assert roundtrip(s, encode_request(Op.PUT, b"big", value)) == [Response(Status.SUCCESS)]
+        requests = encode_request(Op.GET, b"big") * 200_000  # 4.6 MB of requests, never read
+
+        def send_all() -> None:
+            try:
+                s.sendall(requests)
+            except OSError:
+                pass  # the test closes the socket under it
+
+        sender = threading.Thread(target=send_all, daemon=True)
+        sender.start()
+        time.sleep(1.5)
+        (conn,) = list(tn.node._connections.values())
+        # The node stopped reading at the output cap: at most one read's worth waits undecoded.
+        assert conn.decoder.buffered <= 256 * 1024
+        assert conn.out_size <= 1024 * 1024 + len(value) + 9
+    sender.join(10)
+
+
+def test_half_close_after_pipelining_gets_every_answer(thread_node: ThreadNode) -> None:
+    value = b"w" * 1024 * 1024
+    with connect(thread_node) as s:
+        assert roundtrip(s, encode_request(Op.PUT, b"big", value)) == [Response(Status.SUCCESS)]
+        s.sendall(encode_request(Op.GET, b"big") * 100)
+        s.shutdown(socket.SHUT_WR)
+        answers = read_responses(s, 100, timeout=60)
+    assert len(answers) == 100
+    assert all(a == Response(Status.SUCCESS, value) for a in answers)
+
+
+def test_tiny_output_cap_serves_long_pipelines(thread_node_factory: Callable[..., ThreadNode]) -> None:
+    tn = thread_node_factory(max_output_buffer=1)
+    with connect(tn) as s:
+        assert roundtrip(s, *[encode_request(Op.PING)] * 3000) == [Response(Status.SUCCESS, b"pong")] * 3000
+
+
+def test_durable_writes_paused_at_the_cap_are_synced_in_the_same_pass(
+    thread_node_factory: Callable[..., ThreadNode],
+) -> None:
+    backend = RecordingDurableBackend()
+    tn = thread_node_factory(backend, max_output_buffer=100)
+    started = time.monotonic()
+    with connect(tn) as s:
+        assert (
+            roundtrip(s, *[encode_request(Op.PUT, b"k%d" % i, b"v") for i in range(60)])
+            == [Response(Status.SUCCESS)] * 60
+        )
+    # Without the pass-end loop each paused batch waited for the next timer (1 s): ~5 s in all.
+    assert time.monotonic() - started < 1.0
+    assert backend.unsynced == []
