@@ -228,19 +228,26 @@ class EventLoop:
         """Connect without blocking. The future gets a connected non-blocking socket, or
         :class:`NodeUnreachable` (refused, unroutable, or not connected within ``timeout`` seconds)."""
         future: Future[socket.socket] = Future()
+        label = f"{address[0]}:{address[1]}"
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # A numeric address only: resolving a name here would block the loop (addresses of
+            # other nodes are resolved before they reach the loop).
+            family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
         except OSError as exc:
-            future.set_exception(NodeUnreachable(f"cannot create a socket: {exc}"))
+            future.set_exception(NodeUnreachable(f"{label}: cannot create a socket: {exc}"))
             return future
-        sock.setblocking(False)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        code = sock.connect_ex(address)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex(address)
+        except OSError as exc:  # gaierror for a name or a malformed address
+            sock.close()
+            future.set_exception(NodeUnreachable(f"{label}: {exc}"))
+            return future
         if code not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK):
             sock.close()
-            future.set_exception(
-                NodeUnreachable(f"{address[0]}:{address[1]}: {errno.errorcode.get(code, code)}")
-            )
+            future.set_exception(NodeUnreachable(f"{label}: {errno.errorcode.get(code, code)}"))
             return future
 
         def give_up() -> None:

@@ -66,6 +66,8 @@ RECV_SIZE = 256 * 1024
 #: Connections accepted per readable event on the listener, so a burst of connects does not starve
 #: established clients.
 ACCEPT_BATCH = 128
+#: How long the node stops accepting after accept() failed (e.g. out of file descriptors).
+ACCEPT_BACKOFF = 0.5
 #: How long a stopping node keeps writing answers already decoded before it closes what is left.
 DRAIN_TIMEOUT = 5.0
 STATS_REFRESH_INTERVAL = 1.0
@@ -283,8 +285,11 @@ class Node:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                # EMFILE and friends: log and let the loop come back; established clients go on.
-                log.warning("accept failed: %s", exc)
+                # EMFILE/ENFILE and friends: the listener stays readable, so retrying at once would
+                # spin. Stop accepting for a moment; established clients go on being served.
+                log.warning("accept failed (%s); not accepting for %.1f s", exc, ACCEPT_BACKOFF)
+                self.loop.unregister(listener)
+                self.loop.call_later(ACCEPT_BACKOFF, self._resume_accepting)
                 return
             if len(self._connections) >= limits.max_connections:
                 log.warning("connection limit %d reached; refusing %s", limits.max_connections, peer_address)
@@ -302,6 +307,10 @@ class Node:
             self.metrics.connections_current += 1
             # partial, not a lambda: one Python frame less per event.
             self.loop.register(sock, EVENT_READ, functools.partial(self._on_client_event, conn))
+
+    def _resume_accepting(self) -> None:
+        if self._listener is not None and not self._stopping:
+            self.loop.register(self._listener, EVENT_READ, self._on_accept)
 
     def _set_events(self, conn: ClientConnection, events: int) -> None:
         if conn.events != events:

@@ -5,9 +5,10 @@ the reference implementation made synchronous calls inside its request handlers,
 each other deadlocked until a timeout. Here a call returns a :class:`~funnelkvs.loop.Future` at once.
 
 v1 answers come back in request order, so calls are matched to answers first-in first-out. A call
-that passes its deadline fails with :class:`RequestTimeout` but keeps its place in the queue, so that
-its late answer is consumed and discarded instead of being taken for the next call's. (The v2 framing
-will carry request ids and lift the in-order rule.)
+that passes its deadline fails with :class:`RequestTimeout` and takes the connection down with every
+call still on it: no answer behind the late one can arrive before it, and a peer that has stopped
+reading must not make us buffer requests without bound. The next call opens a new connection. (The
+v2 framing will carry request ids and lift the in-order rule.)
 """
 
 from __future__ import annotations
@@ -62,10 +63,11 @@ class PeerConnection:
         if self.closed:
             future.set_exception(NodeUnreachable(f"{self.label}: connection closed"))
             return future
+        frame = encode_request(op, key, value)  # may raise LocalProtocolError: nothing queued yet
         call = _Call(future, None)
         call.deadline = self.loop.call_later(timeout, self._expire, call, timeout)
         self._calls.append(call)
-        self._out += encode_request(op, key, value)
+        self._out += frame
         if self._sock is not None:
             self._write()
         elif self._connecting is None:
@@ -75,7 +77,7 @@ class PeerConnection:
 
     def _expire(self, call: _Call, timeout: float) -> None:
         if not call.future.done():
-            call.future.set_exception(RequestTimeout(f"{self.label}: no answer within {timeout} s"))
+            self._fail(RequestTimeout(f"{self.label}: no answer within {timeout} s"))
 
     def _on_connected(self, connecting: Future[socket.socket]) -> None:
         self._connecting = None
@@ -132,8 +134,7 @@ class PeerConnection:
                 call = self._calls.popleft()
                 if call.deadline is not None:
                     call.deadline.cancel()
-                if not call.future.done():  # else it timed out: its late answer is dropped here
-                    call.future.set_result(response)  # type: ignore[arg-type]
+                call.future.set_result(response)  # type: ignore[arg-type]
         except RemoteProtocolError as exc:
             self._fail(exc)
 

@@ -3,9 +3,11 @@ start again on the same port at once, and fails start-up with one line and no tr
 
 from __future__ import annotations
 
+import resource
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,3 +66,28 @@ def test_bad_config_file_is_reported_with_dotted_path(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "node.port: 70000 is not a valid port (1-65535)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_out_of_file_descriptors_backs_off_instead_of_spinning(
+    node_process_factory: Callable[..., NodeProcess],
+) -> None:
+    node = node_process_factory()
+    # Lower the running node's descriptor limit so that accept() fails with EMFILE.
+    resource.prlimit(node.pid, resource.RLIMIT_NOFILE, (40, 40))
+    socks = []
+    try:
+        for _ in range(60):
+            try:
+                socks.append(socket.create_connection((node.host, node.port), timeout=2))
+            except OSError:
+                break
+        time.sleep(1.5)
+        cpu = sum(int(x) for x in open(f"/proc/{node.pid}/stat").read().split()[13:15])
+        time.sleep(1.0)
+        cpu_after = sum(int(x) for x in open(f"/proc/{node.pid}/stat").read().split()[13:15])
+        assert cpu_after - cpu < 50  # clock ticks in 1 s: far from a spinning core (100)
+        assert node.log().count("accept failed") < 20
+    finally:
+        for s in socks:
+            s.close()
+    assert ping((node.host, node.port)) == [Response(Status.SUCCESS), Response(Status.SUCCESS, b"pong")]

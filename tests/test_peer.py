@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from funnelkvs.errors import NodeUnreachable, RequestTimeout
+from funnelkvs.errors import LocalProtocolError, NodeUnreachable, RequestTimeout
 from funnelkvs.loop import Future
 from funnelkvs.protocol import Op, Response, Status
 from tests.conftest import ThreadNode
@@ -82,3 +82,26 @@ def test_silent_peer_hits_the_deadline_and_the_node_keeps_serving(thread_node: T
         assert other.result() == Response(Status.SUCCESS, b"pong")
     finally:
         silent.close()
+
+
+def test_a_call_that_cannot_be_encoded_does_not_disturb_the_next(
+    thread_node_factory: Callable[..., ThreadNode],
+) -> None:
+    a, b = thread_node_factory(), thread_node_factory()
+    errors: list[BaseException] = []
+
+    def bad_call() -> None:
+        try:
+            a.node.peer(*b.address).call(0x10)  # not a v1 request
+        except LocalProtocolError as exc:
+            errors.append(exc)
+
+    a.node.loop.call_soon_threadsafe(bad_call)
+    assert call_from_loop(a, *b.address, Op.PING).result() == Response(Status.SUCCESS, b"pong")
+    assert len(errors) == 1
+
+
+def test_unresolvable_address_fails_the_future(thread_node: ThreadNode) -> None:
+    future = call_from_loop(thread_node, "no-such-host.invalid", 80, Op.PING)
+    with pytest.raises(NodeUnreachable):
+        future.result()
