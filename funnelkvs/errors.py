@@ -75,6 +75,10 @@ class ClientClosed(FunnelKVSError):
     """The client (or its pool) was closed by our own code and then used."""
 
 
+class InvalidStateError(FunnelKVSError):
+    """Misuse of a loop future: read before it was done, or resolved twice."""
+
+
 # --- node side --------------------------------------------------------------------------------------
 
 

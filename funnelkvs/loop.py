@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from funnelkvs.errors import FunnelKVSError, NodeUnreachable, RequestTimeout
+from funnelkvs.errors import InvalidStateError, NodeUnreachable, RequestTimeout
 
 log = logging.getLogger("funnelkvs.loop")
 
@@ -44,10 +44,6 @@ EVENT_READ_ANY: int = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 
 #: What a registered socket's callback receives: the ready-event mask.
 EventCallback = Callable[[int], None]
-
-
-class InvalidStateError(FunnelKVSError):
-    """A future was read before it was done, or resolved twice."""
 
 
 class Future(Generic[T]):

@@ -31,7 +31,6 @@ class NodeMetrics:
         "bytes_sent",
         "connections_current",
         "connections_total",
-        "errors_by_status",
         "handler_errors",
         "keys",
         "node_id",
@@ -49,7 +48,6 @@ class NodeMetrics:
         self.started_at = time.time()
         # Indexed by op code (a list, not a dict: one index per request on the hot path).
         self.requests_by_op = [0] * 256
-        self.errors_by_status = [0] * 256
         self.connections_current = 0
         self.connections_total = 0
         self.bytes_received = 0

@@ -157,7 +157,8 @@ class Node:
 
     def start(self) -> None:
         """Bind and listen; after this the loop serves clients as soon as it runs."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in self.settings.node.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         # SO_REUSEADDR: a stopped node can start again on the same port at once (TIME_WAIT).
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -125,3 +125,11 @@ def test_bad_server_value_is_a_usage_error(server: str) -> None:
 
 def test_key_over_the_limit_is_refused_locally(node: NodeProcess) -> None:
     assert_one_line_error(cli("get", "k" * (64 * 1024 + 1), "-s", node.address), EXIT_USAGE)
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "0", "soon"])
+def test_bad_timeout_is_a_usage_error(bad: str) -> None:
+    result = cli("ping", "--timeout", bad, "-s", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert b"Traceback" not in result.stderr
+    assert b"--timeout" in result.stderr

@@ -460,3 +460,11 @@ def test_info_falls_back_to_stats_on_a_node_without_the_info_op() -> None:
         assert info["backend"] is None and info["uptime_s"] is None
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf")])
+def test_timeouts_must_be_positive_and_finite(bad: float) -> None:
+    with pytest.raises(ValueError):
+        Client("127.0.0.1:1", timeout=bad)
+    with pytest.raises(ValueError):
+        Client("127.0.0.1:1", connect_timeout=bad)

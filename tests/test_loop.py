@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from funnelkvs.errors import NodeUnreachable, RequestTimeout
-from funnelkvs.loop import EventLoop, Future, InvalidStateError
+from funnelkvs.errors import InvalidStateError, NodeUnreachable, RequestTimeout
+from funnelkvs.loop import EventLoop, Future
 
 
 @pytest.fixture

@@ -91,3 +91,17 @@ def test_out_of_file_descriptors_backs_off_instead_of_spinning(
         for s in socks:
             s.close()
     assert ping((node.host, node.port)) == [Response(Status.SUCCESS), Response(Status.SUCCESS, b"pong")]
+
+
+def test_unknown_strategy_or_bad_exporter_options_stop_start_up(tmp_path: Path) -> None:
+    config = tmp_path / "names.yaml"
+    config.write_text(
+        "replication:\n  conflict_resolver: last-write-wins\nmetrics:\n  exporters: [nonesuch]\n"
+    )
+    result = run_cli("node", "--port", "0", "--config", str(config))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    expected = "replication.conflict_resolver: unknown conflict resolver 'last-write-wins'"
+    assert any(expected in line for line in lines)
+    assert any(line.startswith(f"{config}: metrics.exporters[0]: unknown") for line in lines)

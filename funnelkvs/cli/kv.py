@@ -21,6 +21,7 @@ from funnelkvs.cli import (
     EXIT_SERVER_ERROR,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
+    seconds,
 )
 from funnelkvs.client import DEFAULT_SERVER, Client
 from funnelkvs.errors import (
@@ -52,7 +53,7 @@ def add_server_option(parser: argparse.ArgumentParser) -> None:
         help=f"node to talk to (default: ${SERVER_ENV}, else {DEFAULT_SERVER})",
     )
     parser.add_argument(
-        "--timeout", type=float, default=5.0, metavar="SECONDS", help="answer timeout (default 5)"
+        "--timeout", type=seconds, default=5.0, metavar="SECONDS", help="answer timeout (default 5)"
     )
 
 
@@ -99,18 +100,6 @@ def run_guarded(prog: str, body: Callable[[], int]) -> int:
     except FunnelKVSError as exc:
         fail(prog, str(exc))
         return exit_status_for(exc)
-    except BrokenPipeError:
-        # The reader went away (`funnelkvs get k | head -c1`); nothing left to say to it.
-        _silence_stdout()
-        return EXIT_OK
-
-
-def _silence_stdout() -> None:
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
 
 
 def argv_bytes(text: str) -> bytes:

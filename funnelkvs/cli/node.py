@@ -43,6 +43,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from funnelkvs.config import load_settings
+    from funnelkvs.config.registries import problems_with_names
     from funnelkvs.node import Node
     from funnelkvs.plugins import PluginHost
 
@@ -65,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         plugins = PluginHost.load(settings.plugins)
+        # Every name the settings ask the plugins for (backend, strategy, resolver, exporters and
+        # their options) is checked before anything is opened or bound.
+        problems = problems_with_names(plugins, settings)
+        if problems:
+            return report(ConfigError(problems), prefix=True)
         backend = plugins.create_backend(settings.storage)
     except ConfigError as exc:
         return report(exc, prefix=True)

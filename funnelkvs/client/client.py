@@ -19,6 +19,7 @@ Connecting is always safe to retry (nothing was sent): a refused connection move
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -80,6 +81,9 @@ class Client:
         max_key_size: int = DEFAULT_MAX_KEY_SIZE,
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
     ) -> None:
+        for name, seconds in (("connect_timeout", connect_timeout), ("timeout", timeout)):
+            if seconds is not None and not 0 < seconds < math.inf:
+                raise ValueError(f"{name} must be positive, finite seconds or None, not {seconds}")
         self._pool = ConnectionPool(parse_addresses(servers), pool_size, connect_timeout, timeout)
         self.retry = retry
         self.max_key_size = max_key_size
@@ -258,12 +262,3 @@ class Client:
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<Client {','.join(map(str, self.addresses))} {state}>"
-
-
-def _stats_fields(text: bytes) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for part in text.decode("utf-8", "replace").split(","):
-        name, sep, value = part.partition(":")
-        if sep:
-            fields[name.strip()] = value.strip()
-    return fields

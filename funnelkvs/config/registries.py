@@ -11,27 +11,28 @@ from collections.abc import Mapping
 from typing import Any
 
 from funnelkvs.errors import ConfigError, PluginError
+from funnelkvs.metrics import NodeMetrics
+from funnelkvs.plugins import PluginHost
 from funnelkvs.settings import Settings
 
 
 def check_registered_names(settings: Settings, env: Mapping[str, str] = os.environ) -> list[str]:
-    """Problems (``dotted.path: message``) with the names ``settings`` asks the plugins for.
-
-    Also runs each listed exporter's factory, which validates its ``plugins.<name>`` section without
-    starting anything. Returns nothing when :mod:`funnelkvs.plugins` is not available.
-    """
-    try:
-        from funnelkvs.metrics import NodeMetrics
-        from funnelkvs.plugins import PluginHost
-    except ImportError:
-        return []
+    """Load the plugins ``settings`` selects and return the problems of :func:`problems_with_names`."""
     try:
         host = PluginHost.load(settings.plugins, env)
     except ConfigError as exc:
         return list(exc.problems)
     except PluginError as exc:
         return [f"plugins: {exc}"]
+    return problems_with_names(host, settings)
 
+
+def problems_with_names(host: PluginHost, settings: Settings) -> list[str]:
+    """Problems (``dotted.path: message``) with the names ``settings`` asks the plugins for.
+
+    Also runs each listed exporter's factory, which validates its ``plugins.<name>`` section without
+    starting anything. The node calls this before it binds its port, ``config check`` for a file.
+    """
     problems: list[str] = []
     lookups: list[tuple[str, Any, str]] = [
         ("storage.backend", host.storage_backends, settings.storage.backend),

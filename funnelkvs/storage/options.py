@@ -15,14 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
+from funnelkvs.config.validators import is_int
 from funnelkvs.errors import ConfigError
 
 #: What ``durability`` may be for the built-in persistent backends (see docs/storage.md).
 DURABILITY_MODES: Final = ("sync", "nosync")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class OptionsReader:
@@ -57,14 +54,14 @@ class OptionsReader:
 
     def integer(self, name: str, default: int, minimum: int, what: str, expected: str | None = None) -> int:
         value = self._options.get(name, default)
-        if not _is_int(value) or value < minimum:
+        if not is_int(value) or value < minimum:
             self._fail(name, value, f"is not {what} ({expected or f'expected an integer >= {minimum}'})")
             return default
         return int(value)
 
     def seconds(self, name: str, default: float, maximum: float) -> float:
         value = self._options.get(name, default)
-        if not (_is_int(value) or isinstance(value, float)) or not 0 < value <= maximum:
+        if not (is_int(value) or isinstance(value, float)) or not 0 < value <= maximum:
             self._fail(name, value, f"is not a timeout (expected seconds, > 0 and <= {maximum:g})")
             return default
         return float(value)
