@@ -239,6 +239,8 @@ class RequestDecoder:
                 if type(buf) is not bytes:
                     key, value = bytes(key), bytes(value)
                 return _new_request(Request, (PUT, key, value))
+        elif pos == end:
+            return NEED_DATA  # everything decoded: the usual end of a read, without another call
         return self._next_slow(buf, pos, end)
 
     def _next_slow(self, buf: bytes | bytearray, pos: int, end: int) -> Request | FrameError | _NeedData:
