@@ -30,7 +30,7 @@ def parse_address(text: str) -> Address:
             raise ValueError(f"invalid address {text!r}: expected HOST:PORT")
     if not host:
         raise ValueError(f"invalid address {text!r}: the host is empty")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ValueError(f"invalid address {text!r}: the port must be a number from 1 to 65535")
     return Address(host, int(port_text))
 

@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
+from funnelkvs.client.address import parse_address
 from funnelkvs.config.problems import Invalid, Problem, kind, show
 
 T = TypeVar("T")
@@ -76,21 +77,21 @@ def host(value: Any) -> str:
 
 
 def split_address(text: str) -> tuple[str, int] | None:
-    """``host:port`` or ``[ipv6]:port`` -> (host, port), or None when it is not one."""
-    if text.startswith("["):
-        host_part, sep, port_part = text[1:].partition("]:")
-        if not sep or ":" not in host_part:
-            return None
-    else:
-        host_part, sep, port_part = text.rpartition(":")
-        if not sep or ":" in host_part:
-            return None
-    if not port_part.isascii() or not port_part.isdigit() or not _is_host(host_part):
+    """``host:port`` or ``[ipv6]:port`` -> (host, port), or None when it is not one.
+
+    The client's parser decides the shape (one parser for both); config is stricter about the host.
+    """
+    if text != text.strip():
         return None
-    number = int(port_part)
-    if not MIN_PORT <= number <= MAX_PORT:
+    try:
+        parsed = parse_address(text)
+    except ValueError:
         return None
-    return host_part, number
+    if text.startswith("[") and ":" not in parsed.host:
+        return None  # brackets are for IPv6 literals only
+    if not _is_host(parsed.host):
+        return None
+    return parsed.host, parsed.port
 
 
 def address(value: Any) -> str:
