@@ -39,7 +39,6 @@ must open its own backend.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +50,7 @@ from funnelkvs.contributions import StorageBackendSpec
 from funnelkvs.errors import StorageError
 from funnelkvs.hookspecs import hookimpl
 from funnelkvs.keyspace import KeyRange, ring_digest
+from funnelkvs.storage import process
 from funnelkvs.storage.backend import StorageBackend
 from funnelkvs.storage.datadir import DataDir, claim
 from funnelkvs.storage.options import DURABILITY_MODES, OptionsReader
@@ -66,16 +66,6 @@ _ENTRY_HEAD: Final = struct.Struct(">IQ")
 _COUNT: Final = b"count"
 _SIZE: Final = b"size"
 _COUNTER: Final = struct.Struct(">Q")
-
-_process_id = os.getpid()
-
-
-def _note_fork() -> None:
-    global _process_id
-    _process_id = os.getpid()
-
-
-os.register_at_fork(after_in_child=_note_fork)
 
 
 class LmdbBackend(StorageBackend):
@@ -96,7 +86,7 @@ class LmdbBackend(StorageBackend):
         self._group_commit = durability == "sync"
         self._scan_batch = scan_batch
         self._closed = False
-        self._pid = _process_id
+        self._pid = process.current()
         self._wtxn: lmdb.Transaction[memoryview] | None = None
         #: Writes since the last commit, replayed when a full map aborts their transaction.
         self._pending: list[tuple[bytes, bytes | None]] = []
@@ -361,7 +351,7 @@ class LmdbBackend(StorageBackend):
         if self._closed:
             return
         self._closed = True
-        if self._pid != _process_id:
+        if self._pid != process.current():
             # A forked child: the environment is the parent's. Touch nothing but our own references.
             self._wtxn = None
             self._datadir.release()
@@ -383,7 +373,7 @@ class LmdbBackend(StorageBackend):
     def _check_usable(self) -> None:
         if self._closed:
             raise StorageError(f"lmdb: the backend at {self.path} is closed")
-        if self._pid != _process_id:
+        if self._pid != process.current():
             raise StorageError(
                 f"lmdb: the environment at {self.path} was opened by process {self._pid}; "
                 "a forked child must open its own backend"

@@ -54,7 +54,6 @@ after the last key. No statement stays open across a yield.
 
 from __future__ import annotations
 
-import os
 import queue
 import sqlite3
 import threading
@@ -70,6 +69,7 @@ from funnelkvs.contributions import StorageBackendSpec
 from funnelkvs.errors import StorageError
 from funnelkvs.hookspecs import hookimpl
 from funnelkvs.keyspace import POSITION_BYTES, KeyRange, ring_digest
+from funnelkvs.storage import process
 from funnelkvs.storage.backend import StorageBackend
 from funnelkvs.storage.datadir import DataDir, claim
 from funnelkvs.storage.options import DURABILITY_MODES, OptionsReader
@@ -119,17 +119,8 @@ _GET: Final = f'SELECT value FROM "{TABLE}" WHERE key = ?'
 _DELETE: Final = f'DELETE FROM "{TABLE}" WHERE key = ? RETURNING 1'
 _COUNTERS: Final = "SELECT entries, bytes FROM funnelkvs_meta WHERE id = 0"
 
-_process_id = os.getpid()
 #: Read connections of backends a forked child let go of, kept from being closed by garbage collection.
 _left_behind: list[sqlite3.Connection] = []
-
-
-def _note_fork() -> None:
-    global _process_id
-    _process_id = os.getpid()
-
-
-os.register_at_fork(after_in_child=_note_fork)
 
 
 def _identity(value: Any) -> Any:
@@ -161,7 +152,7 @@ class SqliteBackend(StorageBackend):
         self._timeout = timeout
         self._scan_batch = scan_batch
         self._closed = False
-        self._pid = _process_id
+        self._pid = process.current()
         #: A write transaction is open on sqlitedict's connection.
         self._dirty = False
         #: An error from a queued write of the open batch: the next sync() must fail.
@@ -343,7 +334,7 @@ class SqliteBackend(StorageBackend):
     # --- reads ----------------------------------------------------------------------------------------
 
     def get(self, key: bytes) -> bytes | None:
-        if self._closed or self._pid != _process_id:
+        if self._closed or self._pid != process.current():
             self._check_usable()
         worker = self._worker
         if worker.exception is not None:  # an unlocked peek: the hot path does not take its lock
@@ -491,7 +482,7 @@ class SqliteBackend(StorageBackend):
         if self._closed:
             return
         self._closed = True
-        if self._pid != _process_id:
+        if self._pid != process.current():
             # A forked child has no sqlitedict thread (threads do not survive fork): just let go. The
             # read connection is not closed either: SQLite's state for it belongs to the parent.
             _left_behind.append(self._reader)
@@ -542,7 +533,7 @@ class SqliteBackend(StorageBackend):
     def _check_usable(self) -> None:
         if self._closed:
             raise StorageError(f"sqlite: the backend at {self.path} is closed")
-        if self._pid != _process_id:
+        if self._pid != process.current():
             raise StorageError(
                 f"sqlite: the backend at {self.path} was opened by process {self._pid}; "
                 "a forked child must open its own backend"
