@@ -14,6 +14,7 @@ v2 framing will carry request ids and lift the in-order rule.)
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import socket
 
@@ -152,7 +153,8 @@ class PeerConnection:
             if call.deadline is not None:
                 call.deadline.cancel()
             if not call.future.done():
-                call.future.set_exception(exc)
+                # One instance per future: each raise appends to an exception's traceback.
+                call.future.set_exception(copy.copy(exc))
 
     def close(self) -> None:
         if self.closed:
