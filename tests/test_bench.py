@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -13,21 +12,13 @@ import pytest
 from funnelkvs.bench import BenchSpec, LatencyHistogram, run_bench, split
 from funnelkvs.cli import EXIT_UNREACHABLE, EXIT_USAGE
 from funnelkvs.errors import NodeUnreachable
-from funnelkvs.testing.cluster import NodeProcess, funnelkvs_command
+from funnelkvs.testing.cluster import NodeProcess, closed_port, funnelkvs_command
 
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     with NodeProcess.start(tmp_path_factory.mktemp("node")) as process:
         yield process
-
-
-def closed_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def test_histogram_percentiles_match_sorted_samples() -> None:

@@ -14,7 +14,7 @@ import pytest
 from funnelkvs import Client
 from funnelkvs.cli import EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE
 from funnelkvs.keyspace import ring_digest
-from funnelkvs.testing.cluster import NodeProcess, funnelkvs_command
+from funnelkvs.testing.cluster import NodeProcess, closed_port, funnelkvs_command
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +39,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess[bytes], status: in
     assert result.stdout == b""
     assert b"Traceback" not in result.stderr
     assert result.stderr.endswith(b"\n") and result.stderr.count(b"\n") == 1, result.stderr
-
-
-def closed_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 def test_put_get_delete_roundtrip(node: NodeProcess) -> None:

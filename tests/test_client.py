@@ -32,7 +32,7 @@ from funnelkvs.protocol import (
     encode_response,
     stats_text,
 )
-from funnelkvs.testing.cluster import NodeProcess
+from funnelkvs.testing.cluster import NodeProcess, closed_port
 
 # --- a tiny threaded v1 server with fault switches -------------------------------------------------
 
@@ -145,14 +145,6 @@ def fake() -> Iterator[FakeNode]:
         yield node
     finally:
         node.close()
-
-
-def closed_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port: int = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 @pytest.fixture(scope="module")

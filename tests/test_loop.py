@@ -12,6 +12,7 @@ import pytest
 
 from funnelkvs.errors import InvalidStateError, NodeUnreachable, RequestTimeout
 from funnelkvs.loop import EventLoop, Future
+from funnelkvs.testing.cluster import closed_port
 
 
 @pytest.fixture
@@ -105,10 +106,7 @@ def test_open_connection_succeeds(loop: EventLoop) -> None:
 
 
 def test_open_connection_refused(loop: EventLoop) -> None:
-    probe = socket.create_server(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()  # nothing listens there now
-    future = loop.open_connection(("127.0.0.1", port), timeout=2)
+    future = loop.open_connection(("127.0.0.1", closed_port()), timeout=2)
     loop.run_until(future, 5)
     with pytest.raises(NodeUnreachable):
         future.result()

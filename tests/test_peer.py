@@ -13,6 +13,7 @@ import pytest
 from funnelkvs.errors import LocalProtocolError, NodeUnreachable, RequestTimeout
 from funnelkvs.loop import Future
 from funnelkvs.protocol import Op, Response, Status
+from funnelkvs.testing.cluster import closed_port
 from tests.conftest import ThreadNode
 
 
@@ -62,10 +63,7 @@ def test_many_calls_in_flight_are_matched_in_order(thread_node_factory: Callable
 
 
 def test_unreachable_peer_fails_the_future(thread_node: ThreadNode) -> None:
-    probe = socket.create_server(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    future = call_from_loop(thread_node, "127.0.0.1", port, Op.PING)
+    future = call_from_loop(thread_node, "127.0.0.1", closed_port(), Op.PING)
     with pytest.raises(NodeUnreachable):
         future.result()
 

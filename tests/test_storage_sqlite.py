@@ -25,6 +25,7 @@ from funnelkvs.keyspace import KeyRange
 from funnelkvs.storage import sqlite_backend
 from funnelkvs.storage.datadir import claim
 from funnelkvs.storage.sqlite_backend import DATABASE_NAME, SqliteBackend, create_sqlite_backend
+from tests.syscall_trace import assert_only_sync_syncs
 
 
 @pytest.fixture
@@ -484,50 +485,7 @@ def test_nosync_commits_every_write_without_waiting(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 def test_sync_calls_fdatasync_before_returning(tmp_path: Path) -> None:
-    script = """
-import os, sys
-from pathlib import Path
-from funnelkvs.storage.sqlite_backend import create_sqlite_backend
-backend = create_sqlite_backend(Path(sys.argv[1]), {})
-backend.put(b"warm", b"up")
-backend.sync()
-os.write(2, b"MARK put\\n")
-backend.put(b"k", b"v" * 10000)
-backend.put(b"k2", b"v")
-backend.count()
-os.write(2, b"MARK sync\\n")
-backend.sync()
-os.write(2, b"MARK synced\\n")
-backend.close()
-"""
-    traced = subprocess.run(
-        [
-            "strace",
-            "-f",
-            "-e",
-            "trace=fsync,fdatasync,msync,write",
-            sys.executable,
-            "-c",
-            script,
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if traced.returncode != 0 and "ptrace" in traced.stderr:
-        pytest.skip("strace cannot trace here")
-    lines = traced.stderr.splitlines()
-    marks = {
-        line.split("MARK ")[1].split("\\n")[0]: index
-        for index, line in enumerate(lines)
-        if 'write(2, "MARK' in line
-    }
-    between_writes = lines[marks["put"] : marks["sync"]]
-    during_sync = lines[marks["sync"] : marks["synced"]]
-    assert not [line for line in between_writes if "sync(" in line], "put() synced: not group commit"
-    assert [line for line in during_sync if "fdatasync(" in line or "fsync(" in line], during_sync
+    assert_only_sync_syncs("funnelkvs.storage.sqlite_backend", "create_sqlite_backend", tmp_path)
 
 
 # --- fork -------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +25,14 @@ import yaml
 _LISTENING = re.compile(rb"listening on ([0-9.]+):(\d+)")
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
+
+
+def closed_port() -> int:
+    """A loopback port that nothing listens on (for "node unreachable" tests)."""
+    probe = socket.create_server(("127.0.0.1", 0))
+    port: int = probe.getsockname()[1]
+    probe.close()
+    return port
 
 
 def funnelkvs_command() -> list[str]:
