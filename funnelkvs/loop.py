@@ -26,7 +26,6 @@ import itertools
 import logging
 import select
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -160,7 +159,6 @@ class EventLoop:
         self._pass_end: list[Callable[[], None]] = []
         self._running = False
         self._closed = False
-        self._thread_id: int | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -275,9 +273,6 @@ class EventLoop:
     def running(self) -> bool:
         return self._running
 
-    def in_loop_thread(self) -> bool:
-        return self._thread_id == threading.get_ident()
-
     def stop(self) -> None:
         """Make :meth:`run_forever` return after the current pass."""
         self._running = False
@@ -286,7 +281,6 @@ class EventLoop:
         if self._closed:
             raise RuntimeError("event loop is closed")
         self._running = True
-        self._thread_id = threading.get_ident()
         try:
             while self._running:
                 self._run_once()
@@ -296,7 +290,6 @@ class EventLoop:
     def run_until(self, future: Future[Any], timeout: float) -> None:
         """Run until ``future`` is done or ``timeout`` seconds pass (for tools and tests)."""
         deadline = self.time() + timeout
-        self._thread_id = threading.get_ident()
         self._running = True
         try:
             while not future.done() and self.time() < deadline and self._running:

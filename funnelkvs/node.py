@@ -83,7 +83,6 @@ class ClientConnection:
         "address",
         "closing",
         "decoder",
-        "eof",
         "events",
         "out",
         "out_size",
@@ -103,7 +102,6 @@ class ClientConnection:
         self.events = EVENT_READ
         #: Close once the output has drained (fatal frame error, EOF from the client, shutdown).
         self.closing = False
-        self.eof = False
         #: Output holds answers to writes that the pass-end sync has not covered yet.
         self.wants_sync = False
         #: Decoding stopped because the output reached the cap; resume once it has drained.
@@ -344,7 +342,6 @@ class Node:
                 return
             if not received:
                 # The client closed (or half-closed) its side: answer what it sent, then close.
-                conn.eof = True
                 conn.closing = True
                 if not conn.wants_sync:
                     self._flush(conn)

@@ -21,7 +21,8 @@ from funnelkvs.keyspace import KeyRange
 from funnelkvs.storage import lmdb_backend
 from funnelkvs.storage.datadir import claim
 from funnelkvs.storage.lmdb_backend import LmdbBackend, create_lmdb_backend
-from tests.syscall_trace import assert_only_sync_syncs
+from tests import backend_processes
+from tests.backend_processes import assert_only_sync_syncs
 
 MIB = 1024 * 1024
 
@@ -265,34 +266,11 @@ def test_scans_hold_no_transaction_between_batches(tmp_path: Path) -> None:
 
 # --- durability: group commit, crashes, the sync system call ------------------------------------------------
 
-WRITER = """
-import sys, time
-from pathlib import Path
-from funnelkvs.storage.lmdb_backend import create_lmdb_backend
-backend = create_lmdb_backend(Path(sys.argv[1]), {"durability": sys.argv[2]})
-for index in range(500):
-    backend.put(b"synced-%d" % index, b"v" * index)
-backend.delete(b"synced-7")
-backend.sync()
-print("synced", flush=True)
-for index in range(100):
-    backend.put(b"pending-%d" % index, b"p")
-print("pending", flush=True)
-time.sleep(60)
-"""
-
 
 def kill_after(path: Path, durability: str, line: bytes) -> None:
-    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path), durability], stdout=subprocess.PIPE)
-    try:
-        assert child.stdout is not None
-        while (got := child.stdout.readline()) != line:
-            assert got, "the writer died"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-        if child.stdout is not None:
-            child.stdout.close()
+    backend_processes.kill_after(
+        "funnelkvs.storage.lmdb_backend", "create_lmdb_backend", path, durability, line
+    )
 
 
 def test_sigkill_keeps_every_synced_write_and_no_unsynced_one(tmp_path: Path) -> None:

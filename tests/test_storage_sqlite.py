@@ -9,8 +9,6 @@ import pickle
 import shutil
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +23,8 @@ from funnelkvs.keyspace import KeyRange
 from funnelkvs.storage import sqlite_backend
 from funnelkvs.storage.datadir import claim
 from funnelkvs.storage.sqlite_backend import DATABASE_NAME, SqliteBackend, create_sqlite_backend
-from tests.syscall_trace import assert_only_sync_syncs
+from tests import backend_processes
+from tests.backend_processes import assert_only_sync_syncs
 
 
 @pytest.fixture
@@ -435,35 +434,11 @@ def test_a_relative_path_opens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 # --- durability ---------------------------------------------------------------------------------------
 
-WRITER = """
-import sys, time
-from pathlib import Path
-from funnelkvs.storage.sqlite_backend import create_sqlite_backend
-backend = create_sqlite_backend(Path(sys.argv[1]), {"durability": sys.argv[2]})
-for index in range(500):
-    backend.put(b"synced-%d" % index, b"v" * index)
-backend.delete(b"synced-7")
-backend.sync()
-print("synced", flush=True)
-for index in range(100):
-    backend.put(b"pending-%d" % index, b"p")
-backend.count()  # a round trip: every queued statement before it has run
-print("pending", flush=True)
-time.sleep(60)
-"""
-
 
 def kill_after(path: Path, durability: str, line: bytes) -> None:
-    child = subprocess.Popen([sys.executable, "-c", WRITER, str(path), durability], stdout=subprocess.PIPE)
-    try:
-        assert child.stdout is not None
-        while (got := child.stdout.readline()) != line:
-            assert got, "the writer died"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait(10)
-        if child.stdout is not None:
-            child.stdout.close()
+    backend_processes.kill_after(
+        "funnelkvs.storage.sqlite_backend", "create_sqlite_backend", path, durability, line
+    )
 
 
 def test_sigkill_keeps_every_synced_write_and_no_unsynced_one(tmp_path: Path) -> None:
