@@ -508,4 +508,7 @@ class Node:
             "backend": self.backend.name,
             "uptime_s": round(self.metrics.uptime_s, 3),
             "connections": self.metrics.connections_current,
+            # Clients (the bench tool among them) check sizes against these before sending.
+            "max_key_size": self.settings.limits.max_key_size,
+            "max_value_size": self.settings.limits.max_value_size,
         }
