@@ -86,6 +86,11 @@ class StorageError(FunnelKVSError):
     """A storage backend failed to read, write or sync."""
 
 
+class StorageBusy(StorageError):
+    """A read would have to wait (e.g. for another process's lock): the node retries it on its
+    storage thread instead of stalling the event loop."""
+
+
 class StorageFormatError(StorageError):
     """A data directory was created by another backend or format version."""
 

@@ -9,6 +9,7 @@ by the loop itself (:meth:`NodeMetrics.refresh_storage`) because a backend belon
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from funnelkvs.protocol import Op
@@ -27,6 +28,7 @@ class NodeMetrics:
     __slots__ = (
         "address",
         "backend",
+        "clock",
         "bytes_received",
         "bytes_sent",
         "connections_current",
@@ -41,11 +43,20 @@ class NodeMetrics:
         "sync_errors",
     )
 
-    def __init__(self, node_id: str = "", address: str = "", backend: str = "") -> None:
+    def __init__(
+        self,
+        node_id: str = "",
+        address: str = "",
+        backend: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.node_id = node_id
         self.address = address
         self.backend = backend
-        self.started_at = time.time()
+        # Durations on the monotonic clock: the wall clock may step back (NTP, an operator) and an
+        # uptime must never go negative.
+        self.clock = clock
+        self.started_at = clock()
         # Indexed by op code (a list, not a dict: one index per request on the hot path).
         self.requests_by_op = [0] * 256
         self.connections_current = 0
@@ -64,7 +75,7 @@ class NodeMetrics:
 
     @property
     def uptime_s(self) -> float:
-        return time.time() - self.started_at
+        return self.clock() - self.started_at
 
     def samples(self) -> list[Sample]:
         out = [

@@ -5,9 +5,14 @@ feeds the connection's :class:`~funnelkvs.protocol.RequestDecoder`, answers ever
 into the connection's output buffer, and writes. The store is the backend chosen at start-up; there is
 no plugin call on this path.
 
-Group commit: with a durable backend, answers to a pass's writes wait in their output buffers until the
-pass-end hook has called ``backend.sync()`` once for all of them; if the sync fails they become
-SERVER_ERROR. With a volatile backend (memory) answers are written at once.
+Group commit: with a blocking or durable backend (lmdb, sqlite) a pass's writes go to the storage
+thread as one batch (:mod:`funnelkvs.group_commit`), which applies them and syncs once; a connection
+with answers to writes of that batch is *held* (neither read nor written) until the batch has
+committed, then its answers go out in order, or SERVER_ERROR from the first write if the sync failed.
+Other connections are served meanwhile: nothing that can wait on the disk or a lock runs on the loop
+thread. A GET the backend cannot answer without waiting holds its connection the same way while the
+storage thread reads. With a volatile backend (memory) everything happens on the loop and answers are
+written at once.
 
 Back-pressure: a connection whose unsent output reaches ``limits.max_output_buffer`` is no longer read
 (nor are its buffered requests decoded) until the output has drained, so a client that pipelines
@@ -25,7 +30,8 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from funnelkvs.errors import FunnelKVSError
+from funnelkvs.errors import FunnelKVSError, StorageBusy
+from funnelkvs.group_commit import GroupCommit, WriteBatch
 from funnelkvs.keyspace import ring_digest
 from funnelkvs.loop import EVENT_READ, EVENT_READ_ANY, EVENT_WRITE, EventLoop, PeriodicTimer
 from funnelkvs.metrics import NodeMetrics
@@ -84,11 +90,14 @@ class ClientConnection:
         "closing",
         "decoder",
         "events",
+        "failed",
+        "handler",
         "out",
         "out_size",
         "paused",
         "sock",
         "sync_mark",
+        "waiting",
         "wants_sync",
     )
 
@@ -108,6 +117,13 @@ class ClientConnection:
         self.paused = False
         #: Index in ``out`` of the first answer the pending sync must cover.
         self.sync_mark = 0
+        #: Storage-thread jobs (a batch commit, a read) whose answers this connection waits for; while
+        #: non-zero the connection is held: unregistered from the loop, neither read nor written.
+        self.waiting = 0
+        #: A sync failed: the output ends in SERVER_ERROR and nothing more may be appended.
+        self.failed = False
+        #: The loop callback for this connection's socket (kept to register it again after a hold).
+        self.handler: Any = None
 
 
 class Node:
@@ -127,10 +143,13 @@ class Node:
         self._listener: socket.socket | None = None
         self._connections: dict[int, ClientConnection] = {}
         self._peers: dict[tuple[str, int], PeerConnection] = {}
-        self._awaiting_sync: list[ClientConnection] = []
         self._recv_buffer = bytearray(RECV_SIZE)
         self._recv_view = memoryview(self._recv_buffer)
-        self._durable = bool(backend.durable)
+        self._commit: GroupCommit | None = None
+        if backend.blocking or backend.durable:
+            self._commit = GroupCommit(backend, self.loop, self._on_committed)
+        #: Writes not yet committed (always empty without a storage thread); GET reads them first.
+        self._pending: dict[bytes, tuple[bytes | None, int]] = {} if self._commit is None else self._commit.pending
         self._max_output = settings.limits.max_output_buffer
         self._stopping = False
         self._stopped = threading.Event()
@@ -173,7 +192,8 @@ class Node:
         self.metrics.node_id = self.node_id
         self.metrics.address = self.address
         self.loop.register(sock, EVENT_READ, self._on_accept)
-        self.loop.add_pass_end_hook(self._group_commit)
+        if self._commit is not None:
+            self.loop.add_pass_end_hook(self._commit.flush)
         self._refresh_stats()
         self._stats_timer = self.loop.call_every(STATS_REFRESH_INTERVAL, self._refresh_stats)
         if self.plugins is not None:
@@ -220,6 +240,8 @@ class Node:
             self._stats_timer.cancel()
         for conn in list(self._connections.values()):
             conn.closing = True
+            if conn.waiting:
+                continue  # flushed (then closed) when its storage jobs are done
             if conn.out_size == 0:
                 self._close(conn)
             else:
@@ -251,7 +273,10 @@ class Node:
             try:
                 # Every acknowledged write is already synced; this covers writes whose answers were
                 # never sent (the client left), so that a clean stop keeps them too.
-                self.backend.sync()
+                if self._commit is not None:
+                    self._commit.close()
+                else:
+                    self.backend.sync()
             finally:
                 try:
                     self.backend.close()
@@ -305,7 +330,8 @@ class Node:
             self.metrics.connections_total += 1
             self.metrics.connections_current += 1
             # partial, not a lambda: one Python frame less per event.
-            self.loop.register(sock, EVENT_READ, functools.partial(self._on_client_event, conn))
+            conn.handler = functools.partial(self._on_client_event, conn)
+            self.loop.register(sock, EVENT_READ, conn.handler)
 
     def _resume_accepting(self) -> None:
         if self._listener is not None and not self._stopping:
@@ -315,6 +341,20 @@ class Node:
         if conn.events != events:
             conn.events = events
             self.loop.modify(conn.sock, events)
+
+    def _hold(self, conn: ClientConnection) -> None:
+        """Stop watching a connection while it waits for the storage thread (see ``waiting``)."""
+        if conn.events:
+            self.loop.unregister(conn.sock)
+            conn.events = 0
+
+    def _release(self, conn: ClientConnection) -> None:
+        """The storage jobs a held connection waited for are done: write its answers, read again."""
+        if conn.sock.fileno() < 0:
+            return
+        conn.events = EVENT_READ
+        self.loop.register(conn.sock, EVENT_READ, conn.handler)
+        self._flush(conn)
 
     def _close(self, conn: ClientConnection) -> None:
         if self._connections.pop(conn.sock.fileno(), None) is None:
@@ -343,29 +383,31 @@ class Node:
             if not received:
                 # The client closed (or half-closed) its side: answer what it sent, then close.
                 conn.closing = True
-                if not conn.wants_sync:
+                if not conn.waiting:
                     self._flush(conn)
                 return
             self.metrics.bytes_received += received
             conn.decoder.feed(self._recv_view[:received].tobytes())
             self._answer(conn)
-            if not conn.wants_sync:  # else its answers wait for the pass-end sync, in order
+            if not conn.waiting:  # else its answers wait for the storage thread, in order
                 self._flush(conn)
 
     def _answer(self, conn: ClientConnection) -> None:
         """Decode and answer buffered requests until the decoder needs data or the output is full.
 
-        Never writes: the caller flushes (at once, or after the pass-end sync for durable writes).
+        Never writes: the caller flushes (at once, or once the storage thread has committed the writes).
         """
         next_event = conn.decoder.next_event
         backend = self.backend
         get = backend.get
+        commit = self._commit
+        pending = self._pending
         out = conn.out
         size = conn.out_size
         cap = self._max_output
         requests = self.metrics.requests_by_op
         # Where this pass's first unsynced write answer starts: a failed sync cuts the output there.
-        sync_mark = -1 if (conn.wants_sync or not self._durable) else None
+        sync_mark = -1 if (conn.wants_sync or commit is None) else None
         while size < cap:
             event = next_event()
             if event is NEED_DATA:
@@ -382,7 +424,11 @@ class Node:
             op, key, value = event  # type: ignore[misc]
             try:
                 if op == GET:
-                    found = get(key)
+                    if pending:
+                        entry = pending.get(key)
+                        found = get(key) if entry is None else entry[0]
+                    else:
+                        found = get(key)
                     if found is None:
                         answer = RESPONSE_NOT_FOUND
                     elif len(found) < SMALL_VALUE:
@@ -394,12 +440,15 @@ class Node:
                         size += 9
                         answer = found
                 elif op == PUT or op == DELETE:
-                    if sync_mark is None:
-                        sync_mark = len(out)
-                    if op == PUT:
-                        backend.put(key, value)
+                    if commit is None:
+                        if op == PUT:
+                            backend.put(key, value)
+                        else:
+                            backend.delete(key)
                     else:
-                        backend.delete(key)
+                        if sync_mark is None:
+                            sync_mark = len(out)
+                        commit.write(key, value if op == PUT else None)
                     answer = RESPONSE_OK
                 elif op == PING:
                     answer = RESPONSE_PONG
@@ -409,6 +458,13 @@ class Node:
                     answer = encode_response(_SUCCESS, json.dumps(self.info()).encode())
                 else:  # the decoder only yields v1 ops; anything else is a bug, answered as one
                     raise AssertionError(f"decoder yielded op {op:#04x}")
+            except StorageBusy:
+                # Reading would wait (a lock): the storage thread reads, and this connection's later
+                # requests wait behind the answer, in order.
+                requests[op] += 1
+                conn.waiting += 1
+                commit.read(key, functools.partial(self._on_read, conn))  # type: ignore[union-attr]
+                break
             except Exception:
                 log.exception("request op=%#04x from %s failed", op, conn.address)
                 self.metrics.handler_errors += 1
@@ -421,7 +477,10 @@ class Node:
         if sync_mark is not None and sync_mark >= 0:
             conn.wants_sync = True
             conn.sync_mark = sync_mark
-            self._awaiting_sync.append(conn)
+            conn.waiting += 1
+            commit.wait(conn)  # type: ignore[union-attr]
+        if conn.waiting:
+            self._hold(conn)
 
     def _flush(self, conn: ClientConnection) -> None:
         """Write as much output as the socket takes; while it drains completely and requests wait
@@ -457,8 +516,8 @@ class Node:
             if conn.paused:
                 # Requests left undecoded when the output was full: answer them now it has drained.
                 self._answer(conn)
-                if conn.wants_sync:
-                    return  # their answers go out after the pass-end sync
+                if conn.waiting:
+                    return  # their answers go out once the storage thread is done
                 continue
             if conn.closing:
                 self._close(conn)
@@ -467,33 +526,42 @@ class Node:
                 self._set_events(conn, EVENT_READ)
             return
 
-    def _group_commit(self) -> None:
-        """Pass-end hook: one sync covers every write of this pass, then their answers go out.
+    def _on_committed(self, batch: WriteBatch, error: BaseException | None) -> None:
+        """The storage thread is done with ``batch``: release its connections' answers, or cut them
+        at the first write of the batch with one SERVER_ERROR and close (the client cannot take later
+        answers as belonging to the failed writes)."""
+        if error is not None:
+            log.error("storage sync failed (%s); answering SERVER_ERROR to %d writes", error, len(batch.writes))
+            self.metrics.sync_errors += 1
+        for conn in batch.waiters:
+            conn.waiting -= 1
+            conn.wants_sync = False
+            if error is not None and not conn.failed:
+                conn.failed = True
+                del conn.out[conn.sync_mark :]
+                conn.out.append(RESPONSE_SERVER_ERROR)
+                conn.out_size = sum(map(len, conn.out))
+                conn.paused = False
+                conn.closing = True
+            if not conn.waiting:
+                self._release(conn)
 
-        Flushing can decode more writes (a connection that was paused at the output cap); those are
-        synced by the next round of this loop, not left for a later pass that may be a timer away.
-        """
-        while self._awaiting_sync:
-            waiting = self._awaiting_sync
-            self._awaiting_sync = []
-            try:
-                self.backend.sync()
-            except Exception:
-                log.exception("storage sync failed; answering SERVER_ERROR to this pass's writes")
-                self.metrics.sync_errors += 1
-                for conn in waiting:
-                    # Answers before the first unsynced write stand; from there on the node can no
-                    # longer promise anything, so one SERVER_ERROR and a close: a client cannot take
-                    # later answers as belonging to the failed writes.
-                    del conn.out[conn.sync_mark :]
-                    conn.out.append(RESPONSE_SERVER_ERROR)
-                    conn.out_size = sum(map(len, conn.out))
-                    conn.paused = False
-                    conn.closing = True
-            for conn in waiting:
-                conn.wants_sync = False
-                if conn.sock.fileno() >= 0:
-                    self._flush(conn)
+    def _on_read(self, conn: ClientConnection, found: bytes | None, error: BaseException | None) -> None:
+        """A GET the storage thread answered (see StorageBusy in _answer)."""
+        conn.waiting -= 1
+        if not conn.failed:
+            if error is not None:
+                log.error("read for %s failed: %s", conn.address, error)
+                self.metrics.handler_errors += 1
+                answer = RESPONSE_SERVER_ERROR
+            elif found is None:
+                answer = RESPONSE_NOT_FOUND
+            else:
+                answer = pack_head(HEADER_V1, _SUCCESS, len(found)) + found
+            conn.out.append(answer)
+            conn.out_size += len(answer)
+        if not conn.waiting:
+            self._release(conn)
 
     def _refresh_stats(self) -> None:
         self.metrics.refresh_storage(self.backend.count(), self.backend.size())

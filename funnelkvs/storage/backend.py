@@ -4,13 +4,24 @@ Keys and values are opaque bytes (the empty key included). Backends keep entries
 key's ring position (:func:`funnelkvs.keyspace.ring_digest`) so that :meth:`StorageBackend.scan` can
 walk a :class:`~funnelkvs.keyspace.KeyRange` in ring order without sorting everything.
 
-Threading: a backend is owned by the node's event-loop thread. Only the loop calls it, so a backend
-need not lock, and it must never block the loop without a bound.
+Threads. A backend whose ``blocking`` is False (memory) is called by the node's event-loop thread
+only, and every call must return at once. A backend whose ``blocking`` is True (lmdb, sqlite) is
+called from two threads, never from both for the same kind of call:
 
-Durability contract: ``put``/``delete`` may buffer. A *durable* backend makes every write done since
-the previous ``sync()`` survive a crash once ``sync()`` returns; the node calls ``sync()`` once per
-loop pass, after a batch of writes and before any of their answers is sent (group commit), and answers
-SERVER_ERROR to those writes if it raises. Reads always see earlier writes, synced or not.
+- the node's *storage thread* (:mod:`funnelkvs.group_commit`) calls ``put``, ``delete`` and ``sync``,
+  always in that order: a batch of writes, then one ``sync()``;
+- the loop thread calls ``get``, ``count``, ``size`` and ``scan``. These must not wait behind the
+  storage thread's writes or on a lock for long: they read the last committed state (the node keeps
+  writes not yet committed in an overlay of its own, so its readers still see their own writes), and
+  a ``get`` that would have to wait raises :class:`~funnelkvs.errors.StorageBusy`, after which the node
+  asks :meth:`StorageBackend.get_waiting` on the storage thread instead.
+
+Durability contract: ``put``/``delete`` may buffer. After ``sync()`` returns, every write since the
+previous ``sync()`` has reached the store: with a power-loss-safe setting (``durable`` True) it
+survives a machine crash; otherwise at least a crash of the process. The node acknowledges a write
+of a blocking backend only after the ``sync()`` that covers it returned, and answers SERVER_ERROR to
+the batch if it raised. Used from one thread only (tests, tools), reads see earlier writes, synced
+or not.
 """
 
 from __future__ import annotations
@@ -23,15 +34,28 @@ from funnelkvs.keyspace import KeyRange
 
 
 class StorageBackend(abc.ABC):
-    #: The registry name (``storage.backend`` in the config).
+    """Base class of every storage backend: subclass it, set :attr:`name`, implement the abstract
+    methods, and register a factory through the ``funnelkvs_register_storage_backends`` hook
+    (docs/plugins.md). :class:`funnelkvs.testing.conformance.BackendConformance` checks an
+    implementation against this contract (module docstring: threads, durability)."""
+
+    #: The registry name: what ``storage.backend`` in the config and ``--backend`` select, what the
+    #: data-directory marker records, and what ``INFO`` and the metrics report.
     name: ClassVar[str] = ""
-    #: True when :meth:`sync` makes writes survive a crash. The node skips the per-pass bookkeeping
-    #: of unsynced answers for backends that are not durable.
+    #: True when :meth:`sync` makes writes survive a power loss, not only a crash of the process.
     durable: bool = False
+    #: True when calls can wait on the disk or a lock: the node then runs ``put``/``delete``/``sync``
+    #: on its storage thread and acknowledges writes after ``sync()`` (module docstring).
+    blocking: ClassVar[bool] = False
 
     @abc.abstractmethod
     def get(self, key: bytes) -> bytes | None:
         """The value stored under ``key``, or None."""
+
+    def get_waiting(self, key: bytes) -> bytes | None:
+        """Like :meth:`get`, called on the storage thread after ``get`` raised StorageBusy: it may
+        wait (up to the backend's own timeout). The default is ``get``."""
+        return self.get(key)
 
     @abc.abstractmethod
     def put(self, key: bytes, value: bytes) -> None:

@@ -11,15 +11,23 @@ On-disk layout (format 1), in the data directory: ``FUNNELKVS_FORMAT`` (see :mod
 - ``meta``: ``count`` and ``size`` as 8-byte big-endian integers, written in the same transaction as
   the entries they describe, so they are right after any crash and reopen.
 
-Durability (``storage.options.durability``):
+Durability (``storage.options.durability``). Both settings group-commit: writes since the last
+:meth:`LmdbBackend.sync` go into one write transaction, opened on the first write, and ``sync()``
+commits it; the node acknowledges a write only after that (on its storage thread, see
+:mod:`funnelkvs.storage.backend`).
 
-- ``sync`` (default, ``durable``): group commit. Writes since the last :meth:`LmdbBackend.sync` go into
-  one write transaction, opened on the first write; reads in between read through it, so they see
-  those writes. ``sync()`` commits it with LMDB's sync on: LMDB ``pwrite``s the pages and calls
-  ``fdatasync`` before the commit returns (the meta page goes through an ``O_DSYNC`` descriptor).
-- ``nosync``: every write commits at once with ``MDB_NOSYNC``: it survives the process dying (the
-  pages are in the kernel), not the machine. The node never calls ``sync()`` per pass for a backend
-  that is not durable, so nothing may wait for it.
+- ``sync`` (default, ``durable``): the commit runs with LMDB's sync on: LMDB ``pwrite``s the pages
+  and calls ``fdatasync`` before the commit returns (the meta page goes through an ``O_DSYNC``
+  descriptor). An acknowledged write survives a power loss.
+- ``nosync``: the commit runs with ``MDB_NOSYNC``: the pages are in the file (the kernel's cache) when
+  it returns, so an acknowledged write survives the process dying, not the machine.
+
+Threads: the write transaction belongs to the thread that opened it (LMDB ties a write transaction
+to its thread). A ``get`` or ``scan`` from that thread reads through it and so sees the batch; from
+any other thread (the node's loop) it reads the last commit in a read transaction of its own
+(py-lmdb opens environments with ``MDB_NOTLS``, so read transactions may live on any thread). Growing
+the map (``set_mapsize``) is only allowed while no transaction of this process is open, so readers
+and the growth share one lock.
 
 The map grows by itself: a write that fills it aborts the open transaction, the map is enlarged
 (``set_mapsize``, at least doubled) and the writes since the last commit are replayed from a list kept
@@ -40,6 +48,7 @@ must open its own backend.
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
@@ -70,6 +79,7 @@ _COUNTER: Final = struct.Struct(">Q")
 
 class LmdbBackend(StorageBackend):
     name = "lmdb"
+    blocking = True
 
     def __init__(
         self,
@@ -83,11 +93,14 @@ class LmdbBackend(StorageBackend):
         self.path = Path(path)
         self.read_only = read_only
         self.durable = durability == "sync" and not read_only
-        self._group_commit = durability == "sync"
         self._scan_batch = scan_batch
         self._closed = False
         self._pid = process.current()
         self._wtxn: lmdb.Transaction[memoryview] | None = None
+        #: The thread that opened ``_wtxn``: only it may use the transaction.
+        self._wtxn_thread = 0
+        #: Held by every transaction of a thread that does not own ``_wtxn`` and by set_mapsize.
+        self._map_lock = threading.Lock()
         #: Writes since the last commit, replayed when a full map aborts their transaction.
         self._pending: list[tuple[bytes, bytes | None]] = []
         self._pending_bytes = 0
@@ -126,15 +139,16 @@ class LmdbBackend(StorageBackend):
         digest = ring_digest(key)
         try:
             txn = self._wtxn
-            if txn is not None:
+            if txn is not None and self._wtxn_thread == threading.get_ident():
                 bucket = txn.get(digest, db=self._entries)
                 return None if bucket is None else _find(bucket, key)
-            txn = self._begin_read()
-            try:
-                bucket = txn.get(digest, db=self._entries)
-                return None if bucket is None else _find(bucket, key)
-            finally:
-                txn.abort()
+            with self._map_lock:
+                txn = self._begin_read()
+                try:
+                    bucket = txn.get(digest, db=self._entries)
+                    return None if bucket is None else _find(bucket, key)
+                finally:
+                    txn.abort()
         except lmdb.Error as exc:
             raise StorageError(f"lmdb: read failed in {self.path}: {exc}") from exc
 
@@ -154,10 +168,20 @@ class LmdbBackend(StorageBackend):
     ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
         """One bounded batch of ``[low, high)`` starting after digest ``after``; the digest to resume
         after, or None when the segment is done."""
+        own_txn = self._wtxn is None or self._wtxn_thread != threading.get_ident()
+        if own_txn:
+            with self._map_lock:
+                return self._scan_batch_in(None, low, high, after)
+        return self._scan_batch_in(self._wtxn, low, high, after)
+
+    def _scan_batch_in(
+        self, txn: lmdb.Transaction[memoryview] | None, low: bytes, high: bytes | None, after: bytes | None
+    ) -> tuple[list[tuple[bytes, bytes]], bytes | None]:
         batch: list[tuple[bytes, bytes]] = []
         try:
-            own_txn = self._wtxn is None
-            txn = self._begin_read() if self._wtxn is None else self._wtxn
+            own_txn = txn is None
+            if txn is None:
+                txn = self._begin_read()
             try:
                 with txn.cursor(db=self._entries) as cursor:
                     found = cursor.set_range(low if after is None else after)
@@ -232,8 +256,6 @@ class LmdbBackend(StorageBackend):
         if value is not None or existed:
             self._pending.append((key, value))
             self._pending_bytes += len(key) + (0 if value is None else len(value))
-        if not self._group_commit:
-            self._commit()
         return existed
 
     def _apply(self, txn: lmdb.Transaction[memoryview], key: bytes, value: bytes | None) -> bool:
@@ -312,7 +334,8 @@ class LmdbBackend(StorageBackend):
                 if grow_for is not None:
                     current = self._env.info()["map_size"]
                     target = max(current * 2, current + 2 * (self._pending_bytes + grow_for) + _MIB)
-                    self._env.set_mapsize(-(-target // _MIB) * _MIB)
+                    with self._map_lock:
+                        self._env.set_mapsize(-(-target // _MIB) * _MIB)
                 txn = self._begin_write()
                 for key, value in self._pending:
                     self._apply(txn, key, value)
@@ -329,7 +352,7 @@ class LmdbBackend(StorageBackend):
         lost = bool(self._pending)
         self._abort_write()
         self._forget_pending()
-        if lost and self._group_commit:
+        if lost:
             self._failure = exc
 
     def _abort_write(self) -> None:
@@ -361,7 +384,7 @@ class LmdbBackend(StorageBackend):
                 raise StorageError(f"lmdb: writes since the last sync were lost: {self._failure}")
             if self._wtxn is not None:
                 self._commit()
-            if not self.read_only and not self._group_commit:
+            if not self.read_only and not self.durable:
                 self._env.sync(True)
         except lmdb.Error as exc:
             raise StorageError(f"lmdb: flush on close failed in {self.path}: {exc}") from exc
@@ -389,6 +412,7 @@ class LmdbBackend(StorageBackend):
 
     def _begin_write(self) -> lmdb.Transaction[memoryview]:
         self._wtxn = self._env.begin(db=self._entries, write=True, buffers=True)
+        self._wtxn_thread = threading.get_ident()
         return self._wtxn
 
     def _read_counters(self, txn: lmdb.Transaction[memoryview]) -> tuple[int, int]:

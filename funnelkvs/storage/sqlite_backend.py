@@ -24,28 +24,33 @@ a dead thread or a recorded statement error raises :class:`~funnelkvs.errors.Sto
 from a queued write is never dropped: it fails the next call that finds it recorded (every call that
 waits on the thread does) and the next ``sync()``.
 
-``get()`` does not use that thread: a queue round trip and two GIL hand-offs per key cost most of a
-read. It runs on a second connection of our own, read-only (``mode=ro``) and autocommit, so each
-SELECT sees the latest commit, with a busy timeout of ``storage.options.timeout``. Writes not yet
-known committed are invisible to it, so they are kept in an overlay (stored key to value, or None
-for a delete) that ``get()`` consults first. In ``sync`` mode the overlay is the open batch: emptied
-when ``sync()`` commits it or gives it up. In ``nosync`` mode an entry's ``COMMIT`` is queued behind
-it on the thread, which runs its queue in order: once any statement sent later is answered, every
-entry written before it was sent is committed and leaves the overlay. ``count``, ``size`` and
-``scan`` stay on sqlitedict's connection, which sees the open batch itself. In ``delete`` journal
-mode the writing connection never spills dirty pages to the file before ``COMMIT`` (``PRAGMA
-cache_spill``): a spill would take the exclusive lock for the rest of the batch, and reads on the
-loop thread would wait, uselessly, for a ``sync()`` that only the loop thread can make.
+Reads do not use that thread (a queue round trip and two GIL hand-offs per key cost most of a
+read, and the queue holds the node's whole write batch). ``get()``, ``count()`` and ``size()`` run on
+a second connection of our own, read-only (``mode=ro``) and autocommit, so each SELECT sees the latest
+commit, with a busy timeout of 0: the node's loop thread calls them, and a lock held by someone else
+(another process, or our own writer committing in ``delete`` journal mode) must not stall it. A
+``get()`` that finds the file locked raises :class:`~funnelkvs.errors.StorageBusy` and the node asks
+:meth:`SqliteBackend.get_waiting` on its storage thread, which reads through a third connection with
+the full ``timeout``; ``count()`` and ``size()`` then answer the counters last read. Writes not yet
+committed are invisible to the read connection, so a single-threaded user (tests, tools) still sees
+them through an overlay (stored key to value, or None for a delete) that ``get()`` consults first; it
+is the open batch, emptied when ``sync()`` commits it or gives it up. (The node keeps an overlay of its
+own across threads; this one is read with single dict lookups, which are atomic, for the same
+reason.) ``scan`` stays on sqlitedict's connection, which sees the open batch itself. In ``delete``
+journal mode the writing connection never spills dirty pages to the file before ``COMMIT`` (``PRAGMA
+cache_spill``): a spill would take the exclusive lock for the rest of the batch and every read would
+have to wait for the commit.
 
 Durability (``storage.options.durability``): sqlitedict sets ``PRAGMA synchronous=OFF`` on its
-connection; we override it on that same connection (the one that writes) and read it back.
+connection; we override it on that same connection (the one that writes) and read it back. Both
+settings group-commit: writes since the last ``sync()`` form one transaction and ``sync()`` commits
+it; the node acknowledges a write only after that.
 
-- ``sync`` (default, ``durable``): ``synchronous=FULL``; writes since the last ``sync()`` form one
-  transaction (reads see them through the overlay), and ``sync()`` commits it, which syncs the WAL
-  (``fdatasync``) before returning.
-- ``nosync``: ``synchronous=NORMAL``; each write is followed by a queued ``COMMIT`` that nothing waits
-  for (the node never calls ``sync()`` per pass for a backend that is not durable). It survives a
-  process crash once the thread has run it, not a power loss.
+- ``sync`` (default, ``durable``): ``synchronous=FULL``; the commit syncs the WAL (``fdatasync``)
+  before returning. An acknowledged write survives a power loss.
+- ``nosync``: ``synchronous=NORMAL``; the commit has written the transaction to the file (WAL or
+  database) when it returns, without waiting for the disk: an acknowledged write survives the process
+  dying, not the machine.
 
 Scans read pages of at most ``scan_batch`` entries (and about 32 MiB of values): one statement lists
 keys and value lengths, a second fetches the values of the prefix that fits, and the next page starts
@@ -66,7 +71,7 @@ from typing import Any, Final
 import sqlitedict
 
 from funnelkvs.contributions import StorageBackendSpec
-from funnelkvs.errors import StorageError
+from funnelkvs.errors import StorageBusy, StorageError
 from funnelkvs.hookspecs import hookimpl
 from funnelkvs.keyspace import POSITION_BYTES, KeyRange, ring_digest
 from funnelkvs.storage import process
@@ -86,6 +91,8 @@ _POLL_SECONDS: Final = 0.1
 # sqlitedict's end-of-reply marker; its thread puts this very object, so identity is the test.
 _NO_MORE: Final = sqlitedict._RESPONSE_NO_MORE
 _CLOSE: Final = sqlitedict._REQUEST_CLOSE
+# SQLite's messages for a lock held by another connection (SQLITE_BUSY / SQLITE_LOCKED).
+_BUSY_MESSAGES: Final = ("database is locked", "database table is locked", "database schema is locked")
 # PRAGMA synchronous reads back as a number.
 _SYNCHRONOUS: Final = {"sync": ("FULL", 2), "nosync": ("NORMAL", 1)}
 
@@ -127,12 +134,24 @@ def _identity(value: Any) -> Any:
     return value
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return str(exc).startswith(_BUSY_MESSAGES)
+
+
+def _value_of(rows: list[Any]) -> bytes | None:
+    if not rows:
+        return None
+    value = rows[0][0]
+    return b"" if value is None else bytes(value)
+
+
 class _NoAnswer(StorageError):
     """sqlitedict's thread did not answer in time or has died: its connection's state is unknown."""
 
 
 class SqliteBackend(StorageBackend):
     name = "sqlite"
+    blocking = True
 
     def __init__(
         self,
@@ -148,7 +167,6 @@ class SqliteBackend(StorageBackend):
         self.file = self.path / DATABASE_NAME
         self.read_only = read_only
         self.durable = durability == "sync" and not read_only
-        self._group_commit = durability == "sync"
         self._timeout = timeout
         self._scan_batch = scan_batch
         self._closed = False
@@ -159,6 +177,12 @@ class SqliteBackend(StorageBackend):
         self._failure: BaseException | None = None
         #: Writes the read connection may not see yet: stored key -> value, None for a delete.
         self._overlay: dict[bytes, bytes | None] = {}
+        #: The counters last read by count()/size(), answered while the file is locked.
+        self._last_counters = (0, 0)
+        #: The thread that wrote the open batch: its count()/size() include that batch.
+        self._writer_thread = 0
+        #: get_waiting()'s connection, opened on first use (on the thread that uses it).
+        self._waiting_reader: sqlite3.Connection | None = None
         self._datadir: DataDir = claim(self.path, self.name, FORMAT_VERSION, read_only=read_only)
         try:
             journal_mode = self._prepare(journal_mode)
@@ -172,12 +196,17 @@ class SqliteBackend(StorageBackend):
                 self._set_synchronous(durability)
                 if journal_mode == "delete":
                     self._ask("PRAGMA cache_spill = OFF")  # see the module docstring
-            self._reader = self._open_reader()
+            self._reader = self._open_reader(busy_timeout=0.0)
         except BaseException:
             self._stop_worker()
             self._datadir.release()
             raise
         self._read = self._reader.cursor().execute
+        try:
+            self._counters()
+        except StorageError:
+            self.close()
+            raise
 
     # --- opening --------------------------------------------------------------------------------------
 
@@ -215,16 +244,16 @@ class SqliteBackend(StorageBackend):
     def _read_only_uri(self) -> str:
         return f"{self.file.absolute().as_uri()}?mode=ro"
 
-    def _open_reader(self) -> sqlite3.Connection:
-        """The connection get() reads through. Autocommit: each SELECT is its own read transaction, so
-        it sees the latest commit and holds no snapshot (nor, in rollback mode, a lock) after it.
+    def _open_reader(self, busy_timeout: float) -> sqlite3.Connection:
+        """A connection to read through. Autocommit: each SELECT is its own read transaction, so it
+        sees the latest commit and holds no snapshot (nor, in rollback mode, a lock) after it.
         check_same_thread is off because the backend may be built on one thread and handed to the
         loop thread; only its owner ever uses it."""
         try:
             return sqlite3.connect(
                 self._read_only_uri(),
                 uri=True,
-                timeout=self._timeout,
+                timeout=busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
             )
@@ -281,18 +310,7 @@ class SqliteBackend(StorageBackend):
         """Run one statement on sqlitedict's connection and return its rows, waiting at most the timeout."""
         replies: queue.Queue[Any] = queue.Queue()
         self._send(sql, args, replies)
-        if self._group_commit:
-            return self._await(replies)
-        # nosync: every write sent before this statement has its COMMIT queued before it too, so an
-        # answer means those writes are committed. Only they may leave the overlay: take them now.
-        sent_before, self._overlay = self._overlay, {}
-        try:
-            return self._await(replies)
-        except _NoAnswer:
-            # Not answered: their commits may not have run (or never will, if the thread is gone).
-            sent_before.update(self._overlay)
-            self._overlay = sent_before
-            raise
+        return self._await(replies)
 
     def _await(self, replies: queue.Queue[Any]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = []
@@ -336,24 +354,40 @@ class SqliteBackend(StorageBackend):
     def get(self, key: bytes) -> bytes | None:
         if self._closed or self._pid != process.current():
             self._check_usable()
-        worker = self._worker
-        if worker.exception is not None:  # an unlocked peek: the hot path does not take its lock
-            self._raise_recorded()
-        if not worker.is_alive():
+        # An error recorded by sqlitedict's thread is not looked at here: reading it consumes it, and
+        # it belongs to the sync() of the batch it broke (which may be running on the storage thread).
+        if not self._worker.is_alive():
             # Reads could go on, but nothing written from now on would ever be stored.
             raise _NoAnswer(f"sqlite: sqlitedict's thread for {self.file} has stopped")
         stored_key = ring_digest(key) + key
-        overlay = self._overlay
-        if overlay and stored_key in overlay:
-            return overlay[stored_key]
+        if self._overlay:
+            # One lookup, not `in` then `[]`: the storage thread may empty the overlay in between.
+            pending = self._overlay.get(stored_key, _NO_MORE)
+            if pending is not _NO_MORE:
+                return pending  # type: ignore[no-any-return]
         try:
             rows = self._read(_GET, (stored_key,)).fetchall()  # fetchall: ends the read transaction
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                raise StorageBusy(f"sqlite: {self.file} is locked") from exc
+            raise StorageError(f"sqlite: reading {self.file}: {exc}") from exc
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite: reading {self.file}: {exc}") from exc
-        if not rows:
-            return None
-        value = rows[0][0]
-        return b"" if value is None else bytes(value)
+        return _value_of(rows)
+
+    def get_waiting(self, key: bytes) -> bytes | None:
+        """``get`` through a connection that waits up to ``timeout`` for a lock (storage thread)."""
+        self._check_usable()
+        stored_key = ring_digest(key) + key
+        pending = self._overlay.get(stored_key, _NO_MORE)
+        if pending is not _NO_MORE:
+            return pending  # type: ignore[no-any-return]
+        if self._waiting_reader is None:
+            self._waiting_reader = self._open_reader(busy_timeout=self._timeout)
+        try:
+            return _value_of(self._waiting_reader.execute(_GET, (stored_key,)).fetchall())
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: reading {self.file}: {exc}") from exc
 
     def scan(self, key_range: KeyRange) -> Iterator[tuple[bytes, bytes]]:
         self._check_usable()
@@ -406,11 +440,27 @@ class SqliteBackend(StorageBackend):
         return self._counters()[1]
 
     def _counters(self) -> tuple[int, int]:
+        """For the thread that wrote the open batch, the counters with that batch (through sqlitedict's
+        connection); for any other thread (the node's loop), the committed counters, read without
+        waiting: the last ones read while the file is locked."""
         self._check_usable()
-        rows = self._ask(_COUNTERS)
+        if self._dirty and self._writer_thread == threading.get_ident():
+            rows = self._ask(_COUNTERS)
+            if not rows:
+                raise StorageError(f"sqlite: {self.file} has lost its funnelkvs_meta row")
+            return int(rows[0][0]), int(rows[0][1])
+        try:
+            rows = self._read(_COUNTERS).fetchall()
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return self._last_counters
+            raise StorageError(f"sqlite: reading {self.file}: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StorageError(f"sqlite: reading {self.file}: {exc}") from exc
         if not rows:
             raise StorageError(f"sqlite: {self.file} has lost its funnelkvs_meta row")
-        return int(rows[0][0]), int(rows[0][1])
+        self._last_counters = (int(rows[0][0]), int(rows[0][1]))
+        return self._last_counters
 
     # --- writes ---------------------------------------------------------------------------------------
 
@@ -432,10 +482,8 @@ class SqliteBackend(StorageBackend):
         return bool(rows)
 
     def _after_write(self) -> None:
-        if self._group_commit:
-            self._dirty = True
-        else:
-            self._send("COMMIT", ())
+        self._dirty = True
+        self._writer_thread = threading.get_ident()
 
     def sync(self) -> None:
         self._check_usable()
@@ -443,8 +491,6 @@ class SqliteBackend(StorageBackend):
 
     def _sync(self) -> None:
         if not self._dirty and self._failure is None:
-            if not self.read_only and not self._group_commit:
-                self._ask("SELECT 1")  # let the queued commits run and report their errors
             return
         try:
             if self._failure is not None:
@@ -497,15 +543,17 @@ class SqliteBackend(StorageBackend):
                 try:
                     # Before the writer: the last connection to close checkpoints the WAL, and only
                     # the writer can.
-                    self._close_reader()
+                    self._close_readers()
                 finally:
                     self._stop_worker()
             finally:
                 self._datadir.release()
 
-    def _close_reader(self) -> None:
+    def _close_readers(self) -> None:
         try:
             self._reader.close()
+            if self._waiting_reader is not None:
+                self._waiting_reader.close()
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite: closing {self.file}: {exc}") from exc
 

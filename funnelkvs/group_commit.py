@@ -1,0 +1,147 @@
+"""Group commit on a storage thread: a blocking backend's writes never stall the event loop.
+
+A backend whose calls can wait (``StorageBackend.blocking``: the disk, a lock, a 64 MiB copy) is
+written by one *storage thread*. The loop thread collects the writes of a pass into the filling
+:class:`WriteBatch`; at the end of the pass (``flush``) the batch goes to the storage thread, which
+applies it and calls ``backend.sync()`` once for all of it (group commit, as in a database's log
+writer), then reports back on the loop thread. At most one batch is in flight: writes arriving
+meanwhile fill the next one, so a slow sync makes batches bigger, not the queue longer.
+
+Until its batch has committed, a write is kept in :attr:`GroupCommit.pending` (key to value, None for
+a delete), which the node's GET consults before the backend: the backend's loop-thread reads see only
+what is committed, and a client must still read its own writes (in order, on one connection, since
+the node answers in request order). An entry leaves ``pending`` when the batch that wrote it last has
+committed (or failed), not before, so a read never sees an older value than one already answered.
+
+Reads that would wait (``StorageBusy``) go to the same thread through :meth:`GroupCommit.read`, so
+the storage thread's queue is the only place where anything waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from funnelkvs.loop import EventLoop
+from funnelkvs.storage.backend import StorageBackend
+
+#: How long a stopping node waits for the storage thread to finish the last batch, in seconds.
+FINAL_COMMIT_TIMEOUT = 60.0
+
+
+class WriteBatch:
+    """Writes handed to the storage thread together, and who waits for their commit.
+
+    ``writes`` holds ``(key, value)`` pairs in arrival order (value None: a delete); ``waiters`` the
+    objects (client connections) that hold answers until the batch has committed."""
+
+    __slots__ = ("seq", "waiters", "writes")
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        self.writes: list[tuple[bytes, bytes | None]] = []
+        self.waiters: list[Any] = []
+
+
+def apply_batch(backend: StorageBackend, writes: list[tuple[bytes, bytes | None]]) -> None:
+    """Apply ``writes`` in order, then one ``sync()`` (storage thread). Raises the first error: after
+    a failed write the batch is still synced (the backends abandon a batch with a failed write there),
+    so that nothing of it stays half-open in the backend."""
+    failure: BaseException | None = None
+    for key, value in writes:
+        try:
+            if value is None:
+                backend.delete(key)
+            else:
+                backend.put(key, value)
+        except Exception as exc:
+            failure = exc
+            break
+    try:
+        backend.sync()
+    except Exception:
+        if failure is None:
+            raise
+    if failure is not None:
+        raise failure
+
+
+class GroupCommit:
+    """The filling batch, the one in flight, and the storage thread that commits them.
+
+    ``on_committed(batch, error)`` runs on the loop thread when a batch is done (``error`` None when it
+    committed). Loop-thread only, except what runs on the storage thread (``apply_batch`` and reads).
+    """
+
+    def __init__(
+        self,
+        backend: StorageBackend,
+        loop: EventLoop,
+        on_committed: Callable[[WriteBatch, BaseException | None], None],
+    ) -> None:
+        self.backend = backend
+        self.loop = loop
+        self._on_committed = on_committed
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funnelkvs-storage")
+        #: Writes not yet committed: key -> (value or None for a delete, seq of the batch).
+        self.pending: dict[bytes, tuple[bytes | None, int]] = {}
+        self._filling = WriteBatch(1)
+        self._in_flight: WriteBatch | None = None
+
+    @property
+    def busy(self) -> bool:
+        """A batch is in flight or waiting to go."""
+        return self._in_flight is not None or bool(self._filling.writes)
+
+    def write(self, key: bytes, value: bytes | None) -> None:
+        """Add a put (or, with None, a delete) to the filling batch."""
+        batch = self._filling
+        batch.writes.append((key, value))
+        self.pending[key] = (value, batch.seq)
+
+    def wait(self, waiter: Any) -> None:
+        """``waiter`` holds answers to writes of the filling batch (call once per batch)."""
+        self._filling.waiters.append(waiter)
+
+    def flush(self) -> None:
+        """Send the filling batch to the storage thread unless one is in flight (pass-end hook)."""
+        if self._in_flight is not None or not (self._filling.writes or self._filling.waiters):
+            return
+        batch = self._in_flight = self._filling
+        self._filling = WriteBatch(batch.seq + 1)
+        future = self._thread.submit(apply_batch, self.backend, batch.writes)
+        future.add_done_callback(lambda done: self.loop.call_soon_threadsafe(self._committed, batch, done))
+
+    def _committed(self, batch: WriteBatch, done: Future[None]) -> None:
+        self._in_flight = None
+        pending = self.pending
+        seq = batch.seq
+        for key, _ in batch.writes:
+            entry = pending.get(key)
+            if entry is not None and entry[1] == seq:
+                del pending[key]
+        self._on_committed(batch, done.exception())
+        self.flush()
+
+    def read(self, key: bytes, on_done: Callable[[bytes | None, BaseException | None], None]) -> None:
+        """``backend.get_waiting(key)`` on the storage thread; ``on_done(value, error)`` on the loop."""
+        future = self._thread.submit(self.backend.get_waiting, key)
+
+        def report(done: Future[bytes | None]) -> None:
+            error = done.exception()
+            self.loop.call_soon_threadsafe(on_done, None if error else done.result(), error)
+
+        future.add_done_callback(report)
+
+    def close(self) -> None:
+        """Commit what is left (the stopping node's last writes, answered or not) and stop the thread.
+        Raises the last batch's error. Blocks: for shutdown only."""
+        writes = self._filling.writes
+        self._filling = WriteBatch(self._filling.seq + 1)
+        try:
+            # Queued behind the batch in flight (one thread, in order): its result is the last word.
+            self._thread.submit(apply_batch, self.backend, writes).result(FINAL_COMMIT_TIMEOUT)
+        finally:
+            self._thread.shutdown(wait=False, cancel_futures=False)
+            self.pending.clear()
