@@ -28,9 +28,9 @@ class NodeMetrics:
     __slots__ = (
         "address",
         "backend",
-        "clock",
         "bytes_received",
         "bytes_sent",
+        "clock",
         "connections_current",
         "connections_total",
         "handler_errors",

@@ -149,7 +149,9 @@ class Node:
         if backend.blocking or backend.durable:
             self._commit = GroupCommit(backend, self.loop, self._on_committed)
         #: Writes not yet committed (always empty without a storage thread); GET reads them first.
-        self._pending: dict[bytes, tuple[bytes | None, int]] = {} if self._commit is None else self._commit.pending
+        self._pending: dict[bytes, tuple[bytes | None, int]] = (
+            {} if self._commit is None else self._commit.pending
+        )
         self._max_output = settings.limits.max_output_buffer
         self._stopping = False
         self._stopped = threading.Event()
@@ -531,7 +533,7 @@ class Node:
         at the first write of the batch with one SERVER_ERROR and close (the client cannot take later
         answers as belonging to the failed writes)."""
         if error is not None:
-            log.error("storage sync failed (%s); answering SERVER_ERROR to %d writes", error, len(batch.writes))
+            log.error("storage sync failed (%s); SERVER_ERROR to %d writes", error, len(batch.writes))
             self.metrics.sync_errors += 1
         for conn in batch.waiters:
             conn.waiting -= 1

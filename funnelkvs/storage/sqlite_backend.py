@@ -499,14 +499,18 @@ class SqliteBackend(StorageBackend):
                 ) from self._failure
             # sqlitedict's thread runs the statements after a failed one as usual, so a COMMIT queued
             # right behind the writes would commit a batch with a hole in it. A round trip first lets
-            # every queued write run and report; only a clean batch is committed.
-            self._ask("SELECT 1")
+            # every queued write run and report; only a clean batch is committed. The round trip
+            # reads the counters: once committed, they are what count()/size() answer while the file
+            # is locked.
+            rows = self._ask(_COUNTERS)
             self._ask("COMMIT")
         except StorageError as exc:
             self._abandon_batch(rollback=not isinstance(exc, _NoAnswer))
             raise
         self._dirty = False
         self._overlay.clear()
+        if rows:
+            self._last_counters = (int(rows[0][0]), int(rows[0][1]))
 
     def _abandon_batch(self, *, rollback: bool) -> None:
         """After a failed batch, return the connection to the last commit (best effort). Not after a
