@@ -299,7 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         if options.only not in case.name:
             continue
         with tempfile.TemporaryDirectory(prefix="funnelkvs-stalls-") as workdir:
-            result = run_case(case, Path(workdir), quick=options.quick)
+            try:
+                result = run_case(case, Path(workdir), quick=options.quick)
+            except Exception as exc:  # one case's failure (e.g. the probe timed out) is a figure too
+                print(f"{case.name:44} failed: {type(exc).__name__}: {exc}", flush=True)
+                continue
         print(
             f"{case.name:44} {result.worst_ping * 1000:14.1f} {result.worst_stats * 1000:15.1f}"
             f" {result.samples:8d} {result.load_seconds:7.2f}",
