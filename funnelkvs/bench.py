@@ -12,7 +12,10 @@ log-bucketed histogram (HDR-like, under 0.4% error), merged across processes.
 
 Workers are ``python -m funnelkvs.bench --worker`` subprocesses (no fork of the caller, no pickle):
 the coordinator sends each its job as a JSON line on stdin, waits until every worker has connected
-(``ready``), starts them together (``go``), and reads one JSON report line from each stdout.
+and prepared (``ready``), starts them together (``go``), and reads one JSON report line from each
+stdout. Before that it checks the key and value sizes against each node's limits (INFO), so a run the
+node would refuse fails at once as a usage error. Stopping (at the end, on a failure or on Ctrl-C)
+stops every worker in parallel.
 """
 
 from __future__ import annotations
@@ -29,24 +32,35 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import IO, Any, Final
 
 from funnelkvs.client.address import Address, parse_addresses
-from funnelkvs.errors import FunnelKVSError, NodeUnreachable
-from funnelkvs.protocol import GET, HEADER_V1, NEED_DATA, PUT, ResponseDecoder, Status
+from funnelkvs.errors import FunnelKVSError, LocalProtocolError, NodeUnreachable
+from funnelkvs.protocol import (
+    DEFAULT_MAX_KEY_SIZE,
+    DEFAULT_MAX_VALUE_SIZE,
+    GET,
+    HEADER_V1,
+    NEED_DATA,
+    PUT,
+    U32_MAX,
+    ResponseDecoder,
+    Status,
+)
 
 WORKLOADS: Final = ("get", "put", "mix")
 #: Share of GETs in the ``mix`` workload.
 MIX_GET_RATIO: Final = 0.9
-#: Below this key space, request frames are built once up front.
-_PRECOMPUTE_KEYS: Final = 200_000
+#: Sent bytes kept at the front of a connection's output buffer before they are dropped.
+_COMPACT_AT: Final = 1 << 20
 # Under glibc's mmap threshold (128 KiB): a larger recv(n) costs an mmap/munmap pair per call.
 _RECV_SIZE: Final = 64 * 1024
 _CONNECT_TIMEOUT: Final = 5.0
 _SUCCESS: Final = int(Status.SUCCESS)
 _NOT_FOUND: Final = int(Status.NOT_FOUND)
+_STATUSES: Final = frozenset(int(status) for status in Status)
 _U32 = struct.Struct(">I")
 
 
@@ -191,39 +205,69 @@ class BenchReport:
 # --- the worker --------------------------------------------------------------------------------------
 
 
-class _Frames:
-    """Request frames for key indexes, built once for small key spaces."""
+class _Requests:
+    """Request frames for key indexes, built as they are sent into a connection's output buffer.
+
+    Nothing is built per key up front, so memory does not grow with the key space (nor with the value
+    size times the key count): the one value, and each connection's unsent requests, are all there is.
+    A frame is one ``bytes % index`` (its key is ``key:%010d`` inside a fixed header): about as cheap
+    as looking it up in a table of prebuilt frames."""
+
+    __slots__ = ("_get", "_put", "get_ratio", "keys", "put_tail")
 
     def __init__(self, spec: BenchSpec) -> None:
         self.keys = spec.keys
+        self.get_ratio = 1.0 if spec.workload == "get" else 0.0 if spec.workload == "put" else MIX_GET_RATIO
         value = value_of(spec.value_size)
         self.put_tail = _U32.pack(len(value)) + value
-        self.cached = spec.keys <= _PRECOMPUTE_KEYS
-        if self.cached:
-            self.gets = [self._prefix(GET, i) for i in range(spec.keys)]
-            self.puts = [self._prefix(PUT, i) + self.put_tail for i in range(spec.keys)]
-
-    @staticmethod
-    def _prefix(op: int, index: int) -> bytes:
-        key = key_name(index)
-        return HEADER_V1 + bytes((op,)) + _U32.pack(len(key)) + key
+        # Every key has the same length while the indexes fit in ten digits; past that, key_name's.
+        fixed = spec.keys <= 10**10
+        self._get = _frame_format(GET) if fixed else None
+        self._put = _frame_format(PUT) if fixed else None
 
     def get(self, index: int) -> bytes:
-        return self.gets[index] if self.cached else self._prefix(GET, index)
+        return self._get % index if self._get is not None else _frame_head(GET, key_name(index))
 
-    def put(self, index: int) -> bytes:
-        return self.puts[index] if self.cached else self._prefix(PUT, index) + self.put_tail
+    def put_head(self, index: int) -> bytes:
+        """A PUT frame without its value part (``put_tail``)."""
+        return self._put % index if self._put is not None else _frame_head(PUT, key_name(index))
+
+    def append(self, out: bytearray, count: int, rand: Callable[[], float]) -> None:
+        """Append ``count`` requests with random keys (a GET with probability ``get_ratio``)."""
+        keys, get_ratio, put_tail = self.keys, self.get_ratio, self.put_tail
+        get, put_head = self.get, self.put_head
+        for _ in range(count):
+            index = int(rand() * keys)
+            if get_ratio == 1.0 or (get_ratio and rand() < get_ratio):
+                out += get(index)
+            else:
+                out += put_head(index)
+                out += put_tail
+
+
+def _frame_head(op: int, key: bytes) -> bytes:
+    return HEADER_V1 + bytes((op,)) + _U32.pack(len(key)) + key
+
+
+def _frame_format(op: int) -> bytes:
+    """``_frame_head(op, key_name(i))`` as a format: ``format % i`` is the frame of key ``i``."""
+    head = _frame_head(op, key_name(0))
+    prefix = head[: -len(key_name(0))].replace(b"%", b"%%")
+    return prefix + b"key:%010d"
 
 
 class _Conn:
-    __slots__ = ("decoder", "out", "sent_at", "sock", "writing")
+    __slots__ = ("decoder", "last_status", "out", "out_pos", "sent_at", "sock", "writing")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.decoder = ResponseDecoder()
+        #: Requests to send; ``out[:out_pos]`` is already sent.
         self.out = bytearray()
+        self.out_pos = 0
         self.sent_at: deque[int] = deque()
         self.writing = False
+        self.last_status = _SUCCESS
 
 
 def _connect(address: Address) -> socket.socket:
@@ -236,13 +280,12 @@ def _connect(address: Address) -> socket.socket:
     return sock
 
 
-def _drive(spec: BenchSpec, socks: list[socket.socket], start_ns: int) -> dict[str, Any]:
-    """The closed loop: returns ops, errors, not_found and the histogram of the measured window."""
-    frames = _Frames(spec)
+def _drive(spec: BenchSpec, conns: list[_Conn], requests: _Requests, start_ns: int) -> dict[str, Any]:
+    """The closed loop: returns ops, errors, not_found and the histogram of the measured window.
+
+    Everything it needs is built before ``start_ns`` (the worker's ``go``): the window measures load."""
     rand = random.Random(os.getpid() ^ start_ns).random
-    keyspace = spec.keys
-    workload = spec.workload
-    get_ratio = 1.0 if workload == "get" else 0.0 if workload == "put" else MIX_GET_RATIO
+    append_requests = requests.append
     hist = LatencyHistogram()
     record = hist.record
     now = time.perf_counter_ns
@@ -251,23 +294,28 @@ def _drive(spec: BenchSpec, socks: list[socket.socket], start_ns: int) -> dict[s
     ops = errors = not_found = 0
 
     selector = selectors.DefaultSelector()
-    conns = [_Conn(sock) for sock in socks]
 
     def fill(conn: _Conn, count: int, at: int) -> None:
-        out = conn.out
-        for _ in range(count):
-            index = int(rand() * keyspace)
-            out += frames.get(index) if rand() < get_ratio else frames.put(index)
+        append_requests(conn.out, count, rand)
         conn.sent_at.extend([at] * count)
 
     def flush(conn: _Conn) -> None:
-        if conn.out:
-            try:
-                sent = conn.sock.send(conn.out)
-            except BlockingIOError:
-                sent = 0
-            del conn.out[:sent]
-        want_write = bool(conn.out)
+        out = conn.out
+        pos = conn.out_pos
+        if pos < len(out):
+            with memoryview(out) as view:
+                try:
+                    pos += conn.sock.send(view[pos:])
+                except BlockingIOError:
+                    pass
+            if pos == len(out):
+                out.clear()
+                pos = 0
+            elif pos >= _COMPACT_AT:
+                del out[:pos]
+                pos = 0
+            conn.out_pos = pos
+        want_write = pos < len(out)
         if want_write != conn.writing:
             conn.writing = want_write
             events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
@@ -291,36 +339,44 @@ def _drive(spec: BenchSpec, socks: list[socket.socket], start_ns: int) -> dict[s
                         data = None
                     if data is not None:
                         if not data:
-                            raise NodeUnreachable("the node closed a connection during the run")
+                            raise NodeUnreachable(_closed_reason(conn))
                         done_at = now()
                         decoder = conn.decoder
                         decoder.feed(data)
                         sent_at = conn.sent_at
                         answered = 0
                         counted = warm_end <= done_at < end
+                        status = _SUCCESS
                         while (response := decoder.next_event()) is not NEED_DATA:
                             started = sent_at.popleft()
                             answered += 1
+                            status = response.status  # type: ignore[union-attr]
                             if counted:
                                 record(done_at - started)
-                                status = response.status  # type: ignore[union-attr]
                                 if status != _SUCCESS:
                                     if status == _NOT_FOUND:
                                         not_found += 1
                                     else:
                                         errors += 1
-                        if counted:
-                            ops += answered
                         if answered:
+                            conn.last_status = status
+                            if counted:
+                                ops += answered
                             fill(conn, answered, done_at)
                 flush(conn)
     except OSError as exc:
         raise NodeUnreachable(f"connection to the node lost: {exc.strerror or exc}") from exc
     finally:
         selector.close()
-        for sock in socks:
-            sock.close()
     return {"ops": ops, "errors": errors, "not_found": not_found, "histogram": hist.to_json()}
+
+
+def _closed_reason(conn: _Conn) -> str:
+    status = conn.last_status
+    if status in (_SUCCESS, _NOT_FOUND):
+        return "the node closed a connection during the run"
+    name = Status(status).name if status in _STATUSES else f"status {status:#04x}"
+    return f"the node answered {name} and closed a connection during the run"
 
 
 def _worker(job: dict[str, Any], commands: IO[bytes], reports: IO[bytes]) -> None:
@@ -336,10 +392,13 @@ def _worker(job: dict[str, Any], commands: IO[bytes], reports: IO[bytes]) -> Non
         addresses = parse_addresses(spec.servers)
         for i in range(job["first"], job["first"] + job["count"]):
             socks.append(_connect(addresses[i % len(addresses)]))
+        # All set-up happens before "ready": nothing of it falls inside the measured window.
+        conns = [_Conn(sock) for sock in socks]
+        requests = _Requests(spec)
         report({"ready": True})
         if commands.readline().strip() != b"go":
             return  # the coordinator gave up (another worker failed)
-        report(_drive(spec, socks, time.perf_counter_ns()))
+        report(_drive(spec, conns, requests, time.perf_counter_ns()))
     except FunnelKVSError as exc:
         report({"error": str(exc)})
     finally:
@@ -368,13 +427,49 @@ def split(total: int, parts: int) -> Iterator[tuple[int, int]]:
         first += count
 
 
+#: About this many bytes of PUT frames are pipelined at a time by :func:`populate`.
+_POPULATE_BATCH_BYTES: Final = 4 << 20
+
+
 def populate(spec: BenchSpec) -> int:
-    """Store every key of the key space once, pipelined, so GETs hit."""
+    """Store every key of the key space once, pipelined, so GETs hit. Memory stays bounded whatever
+    the key space: the keys are generated as they go, in batches of a few MiB of frames."""
     from funnelkvs.client import Client
 
     value = value_of(spec.value_size)
-    with Client(spec.servers, pool_size=1, timeout=30.0) as client:
-        return client.put_many(((key_name(i), value) for i in range(spec.keys)), batch_size=2000)
+    batch_size = max(1, min(2000, _POPULATE_BATCH_BYTES // (len(value) + 32)))
+    # A batch of large values takes a while to travel; the timeout bounds each wait for progress.
+    with Client(
+        spec.servers, pool_size=1, timeout=30.0, max_key_size=U32_MAX, max_value_size=U32_MAX
+    ) as client:
+        return client.put_many(((key_name(i), value) for i in range(spec.keys)), batch_size=batch_size)
+
+
+def check_node_limits(spec: BenchSpec) -> None:
+    """Refuse, before any load, keys or values over a node's limits (from INFO; the v1 defaults for a
+    node that does not say). Raises :class:`LocalProtocolError`, or :class:`NodeUnreachable`."""
+    from funnelkvs.client import Client
+
+    key_size = len(key_name(spec.keys - 1))
+    for address in parse_addresses(spec.servers):
+        with Client(str(address), pool_size=1, connect_timeout=_CONNECT_TIMEOUT, timeout=10.0) as client:
+            info = client.info()
+        max_key = _limit(info, "max_key_size", DEFAULT_MAX_KEY_SIZE)
+        max_value = _limit(info, "max_value_size", DEFAULT_MAX_VALUE_SIZE)
+        if spec.value_size > max_value:
+            raise LocalProtocolError(
+                f"values of {spec.value_size} bytes are over the limit of {address} "
+                f"(max_value_size {max_value} bytes)"
+            )
+        if key_size > max_key:
+            raise LocalProtocolError(
+                f"keys of {key_size} bytes are over the limit of {address} (max_key_size {max_key} bytes)"
+            )
+
+
+def _limit(info: dict[str, Any], name: str, default: int) -> int:
+    value = info.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
 class _WorkerProcess:
@@ -416,27 +511,49 @@ class _WorkerProcess:
         message: dict[str, Any] = json.loads(line)
         return message
 
-    def stop(self) -> None:
-        process = self.process
-        if process.stdin is not None:
+    def close_stdin(self) -> None:
+        """End its job: a worker still waiting for ``go`` exits."""
+        if self.process.stdin is not None:
             try:
-                process.stdin.close()
+                self.process.stdin.close()
             except BrokenPipeError:
                 pass
+
+
+#: How long finished workers get to exit on their own before they are killed.
+_STOP_GRACE_S: Final = 5.0
+
+
+def stop_workers(workers: list[_WorkerProcess], *, at_once: bool) -> None:
+    """Stop every worker, all in parallel, so stopping takes one grace period however many there
+    are. ``at_once``: terminate them now (Ctrl-C, or a failure) instead of letting them finish."""
+    for worker in workers:
+        worker.close_stdin()
+        if at_once and worker.process.poll() is None:
+            worker.process.terminate()
+    deadline = time.monotonic() + _STOP_GRACE_S
+    for worker in workers:
         try:
-            process.wait(5.0)
+            worker.process.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+            worker.process.kill()
+    for worker in workers:
+        worker.process.wait()
+        if worker.process.stdout is not None:
+            worker.process.stdout.close()
 
 
-def run_bench(spec: BenchSpec, processes: int | None = None) -> BenchReport:
-    """Run the benchmark; raises :class:`NodeUnreachable` when the node cannot be reached or is lost."""
+def run_bench(spec: BenchSpec, processes: int | None = None, *, populate_first: bool = False) -> BenchReport:
+    """Run the benchmark: check the spec against the nodes' limits (:class:`LocalProtocolError`),
+    :func:`populate` first when asked, then measure. Raises :class:`NodeUnreachable` when a node cannot
+    be reached or is lost."""
     spec.validate()
+    check_node_limits(spec)
+    if populate_first:
+        populate(spec)
     processes = max(1, min(processes or os.cpu_count() or 1, spec.connections))
     workers: list[_WorkerProcess] = []
+    finished = False
     try:
         for first, count in split(spec.connections, processes):
             workers.append(_WorkerProcess(spec, first, count))
@@ -449,9 +566,9 @@ def run_bench(spec: BenchSpec, processes: int | None = None) -> BenchReport:
             worker.send("go")
         done_by = time.monotonic() + spec.warmup + spec.duration + 30.0
         results = [worker.receive(done_by) for worker in workers]
+        finished = True
     finally:
-        for worker in workers:
-            worker.stop()
+        stop_workers(workers, at_once=not finished)
     failures = [r["error"] for r in results if "error" in r]
     if failures:
         raise NodeUnreachable(failures[0])

@@ -11,6 +11,8 @@ The split follows trio's rule of saying whose fault an error is:
 - :class:`NodeUnreachable`: the other side could not be reached or dropped the connection.
 - :class:`RequestTimeout`: the other side was reached but did not answer in time.
 - :class:`ServerError`: the node answered with an error status.
+- :class:`NotAnswered`: the node closed the connection, after an error answer, before answering a
+  request pipelined behind it.
 - :class:`ClientClosed`: our own code closed the client or pool and then used it.
 - :class:`StorageError`, :class:`ConfigError`, :class:`PluginError`: node-side failures.
 """
@@ -62,6 +64,11 @@ class InvalidRequest(ServerError):
 
 class NotResponsible(ServerError):
     """The node does not own the key (status NOT_RESPONSIBLE)."""
+
+
+class NotAnswered(FunnelKVSError):
+    """A pipelined request the node never answered: it closed the connection after an error answer to
+    an earlier request of the same pipeline. Takes that request's place in the results."""
 
 
 class KeyNotFound(FunnelKVSError, KeyError):

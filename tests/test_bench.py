@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from funnelkvs.bench import BenchSpec, LatencyHistogram, run_bench, split
+from funnelkvs.bench import BenchSpec, LatencyHistogram, _Requests, key_name, run_bench, split
 from funnelkvs.cli import EXIT_UNREACHABLE, EXIT_USAGE
-from funnelkvs.errors import NodeUnreachable
+from funnelkvs.errors import LocalProtocolError, NodeUnreachable
+from funnelkvs.protocol import NEED_DATA, Op, Request, RequestDecoder
 from funnelkvs.testing.cluster import NodeProcess, closed_port, funnelkvs_command
 
 
@@ -117,3 +122,150 @@ def test_bad_options_exit_2() -> None:
         )
         assert result.returncode == EXIT_USAGE, (args, result.stderr)
         assert b"Traceback" not in result.stderr
+
+
+# --- measuring what it says (issue 6, kind 6) -------------------------------------------------------
+
+#: Runs a command and prints the largest resident set (MB) of it and its descendants: the wrapper has
+#: no other children, so RUSAGE_CHILDREN is theirs alone.
+_MAX_RSS = """
+import resource, subprocess, sys
+result = subprocess.run(sys.argv[1:], capture_output=True)
+sys.stderr.buffer.write(result.stderr)
+print(result.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)
+print(result.stdout.decode())
+"""
+
+
+def _bench_with_max_rss(*args: str) -> tuple[int, int, dict[str, object]]:
+    """``(exit status, max RSS in MB, JSON report or {})`` of a ``funnelkvs bench`` run."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MAX_RSS, *funnelkvs_command(), "bench", "--json", *args],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    first, _, rest = result.stdout.decode().partition("\n")
+    status, rss_mb = map(int, first.split())
+    return status, rss_mb, json.loads(rest) if rest.strip() else {}
+
+
+def test_memory_does_not_grow_with_the_key_space(node: NodeProcess) -> None:
+    # Before: a PUT frame per key was built whatever the workload, about 1 GB here, inside the window.
+    status, rss_mb, report = _bench_with_max_rss(
+        "-s", node.address, "-w", "get", "--value-size", "100000", "-c", "2", "-p", "1",
+        "--keys", "10000", "-t", "0.5", "--warmup", "0.1",
+    )  # fmt: skip
+    assert status == 0
+    assert rss_mb < 150
+    assert int(report["ops"]) > 0  # type: ignore[call-overload]
+
+
+def test_megabyte_values_are_measured(node: NodeProcess) -> None:
+    status, rss_mb, report = _bench_with_max_rss(
+        "-s", node.address, "-w", "get", "--value-size", "1000000", "--keys", "100000",
+        "-c", "2", "-p", "1", "-t", "0.5", "--warmup", "0.1",
+    )  # fmt: skip
+    assert status == 0 and int(report["ops"]) > 0  # type: ignore[call-overload]
+    assert rss_mb < 150
+    status, rss_mb, report = _bench_with_max_rss(
+        "-s", node.address, "-w", "put", "--value-size", "1000000", "--keys", "8",
+        "-c", "2", "-d", "2", "-p", "1", "-t", "0.5", "--warmup", "0.1",
+    )  # fmt: skip
+    assert status == 0 and int(report["ops"]) > 0 and report["errors"] == 0  # type: ignore[call-overload]
+    assert rss_mb < 150
+
+
+def test_populate_holds_a_bounded_batch(node_process: NodeProcess) -> None:
+    status, rss_mb, report = _bench_with_max_rss(
+        "-s", node_process.address, "--populate", "--keys", "150", "--value-size", "1000000",
+        "-c", "1", "-p", "1", "-t", "0.3", "--warmup", "0",
+    )  # fmt: skip
+    assert status == 0 and report["not_found"] == 0
+    assert rss_mb < 100
+
+
+def test_requests_are_built_as_they_are_sent() -> None:
+    spec = BenchSpec("127.0.0.1:1", workload="mix", keys=1000, value_size=300)
+    requests = _Requests(spec)
+    assert not any(isinstance(getattr(requests, name), list | dict) for name in requests.__slots__)
+    out = bytearray()
+    requests.append(out, 2000, random.Random(1).random)
+    decoder = RequestDecoder(max_value_size=300)
+    decoder.feed(bytes(out))
+    seen = []
+    while (request := decoder.next_event()) is not NEED_DATA:
+        assert isinstance(request, Request)
+        seen.append(request)
+    assert len(seen) == 2000 and decoder.buffered == 0
+    puts = [r for r in seen if r.op == Op.PUT]
+    assert 100 < len(puts) < 300  # about 10 %
+    assert all(r.value == b"v" * 300 for r in puts)
+    assert all(r.value == b"" for r in seen if r.op == Op.GET)
+    assert {r.key for r in seen} <= {key_name(i) for i in range(1000)}
+
+
+@pytest.fixture(scope="module")
+def small_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    config = {"limits": {"max_value_size": "1KB", "max_key_size": 12}}
+    with NodeProcess.start(tmp_path_factory.mktemp("small"), config=config) as process:
+        yield process
+
+
+@pytest.mark.parametrize("extra", [[], ["--populate"], ["-w", "put"]])
+def test_values_over_the_node_limit_are_refused_up_front(small_node: NodeProcess, extra: list[str]) -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [*funnelkvs_command(), "bench", "-s", small_node.address, "--value-size", "2000", "-t", "5", *extra],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == EXIT_USAGE, result.stderr
+    assert time.monotonic() - started < 5
+    assert result.stderr.count(b"\n") == 1 and b"Traceback" not in result.stderr
+    assert b"max_value_size 1000" in result.stderr
+
+
+def test_run_bench_refuses_keys_and_values_over_the_limits(small_node: NodeProcess) -> None:
+    with pytest.raises(LocalProtocolError, match="max_value_size 1000"):
+        run_bench(BenchSpec(small_node.address, value_size=1001, duration=0.2), processes=1)
+    with pytest.raises(LocalProtocolError, match="max_key_size 12"):
+        run_bench(BenchSpec(small_node.address, value_size=1000, duration=0.2), processes=1)
+
+
+def _children(pid: int) -> set[int]:
+    children = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.add(int(entry))
+    return children
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_ctrl_c_stops_every_worker_at_once(node: NodeProcess) -> None:
+    process = subprocess.Popen(
+        [*funnelkvs_command(), "bench", "-s", node.address, "-c", "4", "-p", "4", "-t", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while len(workers := _children(process.pid)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(workers) == 4
+        time.sleep(1.0)  # under load
+        started = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 130
+        assert time.monotonic() - started < 2.0  # was 5 s per worker process
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
+    finally:
+        process.kill()
+        process.communicate()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from funnelkvs import Client
-from funnelkvs.cli import EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE
+from funnelkvs.cli import EXIT_FAILURE, EXIT_NOT_FOUND, EXIT_UNREACHABLE, EXIT_USAGE, main, show_key
 from funnelkvs.keyspace import ring_digest
 from funnelkvs.testing.cluster import NodeProcess, closed_port, funnelkvs_command
 
@@ -125,3 +125,102 @@ def test_bad_timeout_is_a_usage_error(bad: str) -> None:
     assert result.returncode == 2
     assert b"Traceback" not in result.stderr
     assert b"--timeout" in result.stderr
+
+
+# --- keys in messages, and output that cannot be written (issue 6, kind 5) --------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "shown"),
+    [("", b'""'), (b"bad\xff", b'"bad\\xff"'), ("my key", b'"my key"'), ('say "hi"', b'"say \\"hi\\""')],
+)
+def test_a_missing_key_is_shown_quoted_and_escaped(node: NodeProcess, key: str | bytes, shown: bytes) -> None:
+    result = cli("get", key, "-s", node.address)
+    assert_one_line_error(result, EXIT_NOT_FOUND)
+    assert result.stderr == b"funnelkvs get: key not found: " + shown + b"\n"
+
+
+def test_show_key_escapes_what_a_terminal_would_hide() -> None:
+    assert show_key(b"") == '""'
+    assert show_key(b"plain") == '"plain"'
+    assert show_key(b"\xff\x00\x7f") == '"\\xff\\x00\\x7f"'
+    assert show_key("tab\there\nnl\r") == '"tab\\there\\nnl\\r"'
+    assert show_key('back\\slash "q"') == '"back\\\\slash \\"q\\""'
+    assert show_key("café".encode()) == '"café"'
+    assert show_key("\u200b\U000e0001") == '"\\u200b\\U000e0001"'
+
+
+#: Commands that write to standard output, with what they need.
+OUTPUT_COMMANDS = [
+    ["get", "written-key"],
+    ["ping"],
+    ["stats"],
+    ["stats", "--json"],
+    ["config", "show"],
+    ["config", "show", "--json"],
+    ["plugins"],
+    ["plugins", "--json"],
+    ["--help"],
+    ["--version"],
+    ["get", "--help"],
+]
+
+
+def _run_with_stdout(command: list[str], where: str) -> subprocess.CompletedProcess[bytes]:
+    if where == "closed":
+        wrapped = ["sh", "-c", 'exec "$@" >&-', "sh", *funnelkvs_command(), *command]
+        return subprocess.run(wrapped, capture_output=False, stderr=subprocess.PIPE, timeout=30, check=False)
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full")
+    with open("/dev/full", "wb") as full:
+        return subprocess.run(
+            [*funnelkvs_command(), *command], stdout=full, stderr=subprocess.PIPE, timeout=30, check=False
+        )
+
+
+@pytest.mark.parametrize("where", ["full", "closed"])
+@pytest.mark.parametrize("command", OUTPUT_COMMANDS, ids=" ".join)
+def test_output_that_cannot_be_written_is_one_line_and_exit_5(
+    node: NodeProcess, command: list[str], where: str
+) -> None:
+    with Client(node.address) as client:
+        client.put("written-key", "some value")
+    if command[0] in ("get", "ping", "stats") and "--help" not in command:
+        command = [*command, "-s", node.address]
+    result = _run_with_stdout(command, where)
+    assert result.returncode == EXIT_FAILURE, result.stderr
+    assert b"Traceback" not in result.stderr
+    assert result.stderr.count(b"\n") == 1 and result.stderr.endswith(b"\n"), result.stderr
+    assert b"cannot write to standard output" in result.stderr
+    reason = b"No space left on device" if where == "full" else b"standard output is closed"
+    assert reason in result.stderr
+
+
+def test_a_command_with_nothing_to_write_does_not_mind_a_closed_stdout(node: NodeProcess) -> None:
+    result = _run_with_stdout(["put", "quiet", "v", "-s", node.address], "closed")
+    assert (result.returncode, result.stderr) == (0, b"")
+
+
+def test_a_reader_that_goes_away_is_not_an_error(node: NodeProcess) -> None:
+    with Client(node.address) as client:
+        client.put("large", b"x" * (1 << 20))
+    process = subprocess.Popen(
+        [*funnelkvs_command(), "get", "large", "-s", node.address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.read(1)
+    process.stdout.close()  # like `| head -c1`
+    assert process.wait(30) == 0
+    assert process.stderr.read() == b""
+    process.stderr.close()
+
+
+def test_main_in_process_puts_stdout_back(capsys: pytest.CaptureFixture[str]) -> None:
+    before = sys.stdout
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert sys.stdout is before
+    assert capsys.readouterr().out.startswith("funnelkvs ")

@@ -19,6 +19,7 @@ from funnelkvs.errors import (
     KeyNotFound,
     LocalProtocolError,
     NodeUnreachable,
+    NotAnswered,
     NotResponsible,
     RemoteProtocolError,
     RequestTimeout,
@@ -52,6 +53,8 @@ class FakeNode:
         self.force_status: int | None = None
         self.stats_extra = b""
         self.garbage: bytes | None = None
+        #: Answer the next requests of a connection with these statuses, then close it.
+        self.answer_then_close: list[int] | None = None
         self.accepted = 0
         self.open_connections: list[socket.socket] = []
         self._stop = threading.Event()
@@ -110,6 +113,12 @@ class FakeNode:
                         continue
                     if self.garbage is not None:
                         out.append(self.garbage)
+                        continue
+                    if self.answer_then_close is not None:
+                        out.append(encode_response(self.answer_then_close.pop(0)))
+                        if not self.answer_then_close:
+                            sock.sendall(b"".join(out))
+                            return
                         continue
                     out.append(self._answer(*request))  # type: ignore[misc]
                 if out:
@@ -460,3 +469,114 @@ def test_timeouts_must_be_positive_and_finite(bad: float) -> None:
         Client("127.0.0.1:1", timeout=bad)
     with pytest.raises(ValueError):
         Client("127.0.0.1:1", connect_timeout=bad)
+
+
+# --- a node that refuses a request and closes the connection (issue 6, kind 7) ----------------------
+
+
+@pytest.fixture(scope="module")
+def small_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    config = {"limits": {"max_value_size": "1KB"}}
+    with NodeProcess.start(tmp_path_factory.mktemp("small"), config=config) as process:
+        yield process
+
+
+def test_pipeline_reports_the_refused_request_and_what_was_not_answered(small_node: NodeProcess) -> None:
+    with Client(small_node.address) as client:
+        pipe = client.pipeline().put("a", "1").put("b", b"x" * 2000).get("a").ping()
+        results = pipe.execute(raise_on_error=False)
+        assert results[0] is None
+        assert isinstance(results[1], InvalidRequest)
+        assert "size limit" in str(results[1])
+        assert [type(r) for r in results[2:]] == [NotAnswered, NotAnswered]
+        assert "request 3 of 4" in str(results[2]) and "not carried out" in str(results[2])
+        assert "PING (request 4 of 4)" in str(results[3])
+
+        pipe = client.pipeline().put("c", "1").put("b", b"x" * 2000).get("a").ping()
+        with pytest.raises(InvalidRequest, match="INVALID_REQUEST to PUT"):
+            pipe.execute()
+        assert client.get("a") == b"1" and client.get("c") == b"1"
+        assert client.get("b") is None
+
+
+def test_pipeline_with_much_queued_behind_the_refused_request(small_node: NodeProcess) -> None:
+    # The node closes with most of the batch unread (a reset, not a clean close) while the client is
+    # still sending: the answers that arrived before it count all the same.
+    with Client(small_node.address) as client:
+        pipe = client.pipeline().put("d", "1").put("b", b"x" * 2000)
+        for _ in range(100_000):
+            pipe.put("e", "1")
+        results = pipe.execute(raise_on_error=False)
+        assert len(results) == 100_002
+        assert results[0] is None and isinstance(results[1], InvalidRequest)
+        assert all(type(r) is NotAnswered for r in results[2:])
+        assert client.get("e") is None
+        assert client.get_many(["d", "b"]) == [b"1", None]
+
+
+@pytest.mark.parametrize("size", [2000, 8 * 1024 * 1024])
+def test_single_oversize_put_raises_the_nodes_answer(small_node: NodeProcess, size: int) -> None:
+    with Client(small_node.address, pool_size=1) as client:
+        client.ping()  # a pooled connection: the failure must not be taken for a stale one
+        with pytest.raises(InvalidRequest, match="size limit"):
+            client.put("big", b"x" * size)
+        assert client.ping() == "pong"  # the closed connection was not lent again
+        assert client.get("big") is None
+
+
+def test_pipeline_closed_after_a_failed_sync_says_the_outcome_is_unknown(fake: FakeNode) -> None:
+    fake.answer_then_close = [Status.SUCCESS, Status.SERVER_ERROR]
+    with Client(fake.address) as client:
+        results = client.pipeline().put("a", "1").put("b", "2").put("c", "3").execute(raise_on_error=False)
+        assert results[0] is None and isinstance(results[1], ServerError)
+        assert type(results[2]) is NotAnswered and "unknown" in str(results[2])
+
+
+def test_pipeline_cut_without_an_error_answer_is_unreachable(fake: FakeNode) -> None:
+    fake.answer_then_close = [Status.SUCCESS, Status.SUCCESS]
+    with Client(fake.address) as client:
+        with pytest.raises(NodeUnreachable, match="after 2 of 3 answers"):
+            client.pipeline().ping().ping().ping().execute(raise_on_error=False)
+
+
+# --- what a Client accepts (issue 6, kind 8) --------------------------------------------------------
+
+
+def test_in_is_a_lookup_and_a_client_is_not_iterable(fake: FakeNode) -> None:
+    with Client(fake.address) as client:
+        client.put("x", "1")
+        assert "x" in client and b"x" in client
+        assert "y" not in client
+        with pytest.raises(TypeError, match="key must be bytes or str"):
+            assert 5 in client
+        with pytest.raises(TypeError, match="not iterable"):
+            iter(client)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((8001,), {}, r"'host:port' text .* not int 8001 \(for a local node: '127.0.0.1:8001'\)"),
+        ((b"127.0.0.1:8001",), {}, "not bytes"),
+        (([8001],), {}, "not int 8001"),
+        (("127.0.0.1:1",), {"timeout": "5"}, "timeout must be a number of seconds or None, not str '5'"),
+        (("127.0.0.1:1",), {"connect_timeout": "5"}, "connect_timeout must be a number"),
+        (("127.0.0.1:1",), {"pool_size": "8"}, "pool_size must be a whole number"),
+        (("127.0.0.1:1",), {"max_value_size": 1.5}, "max_value_size must be a whole number"),
+    ],
+)
+def test_wrong_argument_types_are_refused_clearly(
+    args: tuple[object, ...], kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        Client(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_address_pairs_are_accepted(fake: FakeNode) -> None:
+    with Client(("127.0.0.1", fake.port)) as client:
+        assert client.ping() == "pong"
+        with Client(client.addresses) as again:
+            assert again.addresses == client.addresses and again.ping() == "pong"
+    assert parse_addresses([("::1", 5), "a:2"]) == [("::1", 5), ("a", 2)]
+    with pytest.raises(ValueError, match="1 to 65535"):
+        parse_addresses(("h", 0))

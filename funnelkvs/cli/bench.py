@@ -1,5 +1,7 @@
 """``funnelkvs bench``: load a node with closed-loop connections from several processes and report
-ops/s and p50/p99/p99.9 latency (see :mod:`funnelkvs.bench` for what exactly is measured)."""
+ops/s and p50/p99/p99.9 latency (see :mod:`funnelkvs.bench` for what exactly is measured).
+
+A key or value over a node's limits is refused before any load, as a usage error (exit status 2)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from funnelkvs.bench import WORKLOADS, BenchReport, BenchSpec, populate, run_bench
+from funnelkvs.bench import WORKLOADS, BenchReport, BenchSpec, run_bench
 from funnelkvs.cli import EXIT_OK, EXIT_USAGE
 from funnelkvs.cli.kv import CommandFailed, add_server_option, run_guarded, server_of
 
@@ -64,9 +66,7 @@ def run(args: argparse.Namespace) -> int:
             spec.validate()
         except ValueError as exc:
             raise CommandFailed(str(exc), EXIT_USAGE) from exc
-        if args.populate:
-            populate(spec)
-        report = run_bench(spec, args.processes)
+        report = run_bench(spec, args.processes, populate_first=args.populate)
         if args.json:
             print(json.dumps(report.to_json(), sort_keys=True), flush=True)
         else:
@@ -82,7 +82,8 @@ def add_parser(subparsers: Any) -> None:
         help="load a node and report ops/s and latency",
         description=(
             "Closed-loop load: each connection keeps DEPTH requests in flight; connections are spread "
-            "over worker processes. Keys are key:%010d drawn uniformly from KEYS; mix is 90% GET."
+            "over worker processes. Keys are key:%010d drawn uniformly from KEYS; mix is 90% GET. "
+            "Nothing is stored first unless --populate is given: without it a get run measures misses."
         ),
     )
     add_server_option(parser)
@@ -93,7 +94,10 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("-w", "--workload", choices=WORKLOADS, default="get", help="default get")
     parser.add_argument("-k", "--keys", type=_positive_int, default=10_000, help="key space (default 10000)")
     parser.add_argument(
-        "--value-size", type=_non_negative_int, default=16, help="bytes per PUT value (default 16)"
+        "--value-size",
+        type=_non_negative_int,
+        default=16,
+        help="bytes per PUT value (default 16; at most the node's max_value_size)",
     )
     parser.add_argument(
         "-t", "--duration", type=_non_negative_float, default=5.0, help="measured seconds (default 5)"

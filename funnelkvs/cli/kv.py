@@ -22,6 +22,7 @@ from funnelkvs.cli import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     seconds,
+    show_key,
 )
 from funnelkvs.client import DEFAULT_SERVER, Client
 from funnelkvs.errors import (
@@ -112,10 +113,11 @@ def argv_bytes(text: str) -> bytes:
 
 def run_get(args: argparse.Namespace) -> int:
     def body() -> int:
+        key = argv_bytes(args.key)
         with connected(args) as client:
-            value = client.get(argv_bytes(args.key))
+            value = client.get(key)
         if value is None:
-            raise CommandFailed(f"key not found: {args.key}", EXIT_NOT_FOUND)
+            raise CommandFailed(f"key not found: {show_key(key)}", EXIT_NOT_FOUND)
         out = sys.stdout.buffer
         out.write(value)
         if sys.stdout.isatty():

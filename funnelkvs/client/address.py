@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, TypeGuard
 
 DEFAULT_PORT = 8001
 
@@ -35,10 +35,49 @@ def parse_address(text: str) -> Address:
     return Address(host, int(port_text))
 
 
-def parse_addresses(spec: str | Iterable[str]) -> list[Address]:
-    """One address, a comma-separated list of them, or an iterable of them; at least one."""
-    parts = spec.split(",") if isinstance(spec, str) else [p for item in spec for p in item.split(",")]
-    addresses = [parse_address(p) for p in parts if p.strip()]
+def parse_addresses(spec: str | Address | Iterable[str | Address]) -> list[Address]:
+    """One address, a comma-separated list of them, or an iterable of them; at least one.
+
+    An address is ``"host:port"`` text, or an :class:`Address` / ``(host, port)`` pair (what
+    ``Client.addresses`` holds). Raises ``ValueError`` for malformed text and ``TypeError``, saying what
+    is accepted, for anything else (a bare port number, bytes...).
+    """
+    if isinstance(spec, str):
+        items: list[object] = [spec]
+    elif _is_pair(spec):
+        items = [spec]
+    elif isinstance(spec, bytes | bytearray | memoryview | int | float) or not isinstance(spec, Iterable):
+        raise TypeError(_wrong_type(spec))
+    else:
+        items = list(spec)
+    addresses: list[Address] = []
+    for item in items:
+        if isinstance(item, str):
+            addresses.extend(parse_address(p) for p in item.split(",") if p.strip())
+        elif _is_pair(item):
+            host, port = item
+            addresses.append(parse_address(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"))
+        else:
+            raise TypeError(_wrong_type(item))
     if not addresses:
         raise ValueError("no server address given")
     return addresses
+
+
+def _is_pair(item: object) -> TypeGuard[tuple[str, int]]:
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], int)
+        and not isinstance(item[1], bool)
+    )
+
+
+def _wrong_type(item: object) -> str:
+    is_port = isinstance(item, int) and not isinstance(item, bool)
+    hint = f" (for a local node: '127.0.0.1:{item}')" if is_port else ""
+    return (
+        "a server address is 'host:port' text or a (host, port) pair, "
+        f"not {type(item).__name__} {item!r}{hint}"
+    )

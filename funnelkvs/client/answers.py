@@ -16,6 +16,11 @@ from funnelkvs.protocol import Op, Response, Status, parse_stats_text
 
 _SUCCESS = Status.SUCCESS
 _NOT_FOUND = Status.NOT_FOUND
+_SIZE_HINTS: dict[int, str] = {
+    Op.PUT: "is the key or value over the node's size limit?",
+    Op.GET: "is the key over the node's size limit?",
+    Op.DELETE: "is the key over the node's size limit?",
+}
 
 
 def error_for(op: int, response: Response, address: Address | str) -> FunnelKVSError:
@@ -25,6 +30,9 @@ def error_for(op: int, response: Response, address: Address | str) -> FunnelKVSE
     except ValueError:
         return RemoteProtocolError(f"{address} answered with unknown status {response.status:#04x}")
     detail = response.value.decode("utf-8", "replace").strip()
+    if not detail and status is Status.INVALID_REQUEST and op in _SIZE_HINTS:
+        # This client only sends well-formed frames: the node's own size limits are what is left.
+        detail = _SIZE_HINTS[op]
     message = f"{address} answered {status.name} to {Op(op).name}" + (f": {detail}" if detail else "")
     if status is Status.INVALID_REQUEST:
         return InvalidRequest(message, status)

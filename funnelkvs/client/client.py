@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -59,10 +60,19 @@ def to_bytes(data: object, what: str) -> bytes:
     raise TypeError(f"{what} must be bytes or str, not {type(data).__name__}")
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _show(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
 class Client:
     """A thread-safe client for one FunnelKVS node, or several (round-robin, with failover).
 
-    :param servers: ``"host:port"``, a comma-separated list of them, or a list of them.
+    :param servers: ``"host:port"``, a comma-separated list of them, or a list of them (an
+        :class:`Address` or ``(host, port)`` pair also does); anything else is a ``TypeError``.
     :param pool_size: the most connections open at once; more concurrent callers wait for one.
     :param connect_timeout: seconds to establish a connection (per address tried).
     :param timeout: seconds to wait for an answer (for a pipeline: for each bit of progress).
@@ -82,8 +92,19 @@ class Client:
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
     ) -> None:
         for name, seconds in (("connect_timeout", connect_timeout), ("timeout", timeout)):
-            if seconds is not None and not 0 < seconds < math.inf:
+            if seconds is None:
+                continue
+            if not _is_number(seconds):
+                raise TypeError(f"{name} must be a number of seconds or None, not {_show(seconds)}")
+            if not 0 < seconds < math.inf:
                 raise ValueError(f"{name} must be positive, finite seconds or None, not {seconds}")
+        for name, count in (
+            ("pool_size", pool_size),
+            ("max_key_size", max_key_size),
+            ("max_value_size", max_value_size),
+        ):
+            if not isinstance(count, int) or isinstance(count, bool):
+                raise TypeError(f"{name} must be a whole number, not {_show(count)}")
         self._pool = ConnectionPool(parse_addresses(servers), pool_size, connect_timeout, timeout)
         self.retry = retry
         self.max_key_size = max_key_size
@@ -118,7 +139,8 @@ class Client:
 
     def exchange(self, ops: Sequence[int], frames: Sequence[bytes]) -> tuple[list[Response], Address]:
         """Send encoded requests pipelined on one connection; their answers in order (used by
-        :class:`Pipeline`)."""
+        :class:`Pipeline`). Fewer answers than requests when the node closed the connection after an
+        error answer: the last answer is that error, and the requests behind it were not answered."""
         safe = all(op in IDEMPOTENT_OPS for op in ops)
         return self._on_connection(safe, lambda conn: conn.exchange(frames))
 
@@ -157,6 +179,15 @@ class Client:
         value: bytes | None = self._call(Op.GET, self.key_bytes(key))
         return default if value is None else value
 
+    def __contains__(self, key: object) -> bool:
+        """``key in client``: whether ``key`` has a value. v1 has no existence check, so this is a GET
+        (the value travels, and is dropped)."""
+        return self._call(Op.GET, self.key_bytes(key)) is not None
+
+    #: Not iterable: a node cannot list its keys. Without this, ``iter()`` and ``for`` would fall back
+    #: to calling ``client[0]``, ``client[1]``... and fail with a confusing key type error.
+    __iter__ = None
+
     def __getitem__(self, key: KeyLike) -> bytes:
         """The value of ``key``; raises :class:`KeyNotFound` (a ``KeyError``) when it has none."""
         value: bytes | None = self._call(Op.GET, self.key_bytes(key))
@@ -191,7 +222,8 @@ class Client:
 
         A node that does not know INFO (the reference implementation) answers INVALID_REQUEST; then the
         answer is built from v1 STATS, ``node_id`` is derived from the address the client reached, and
-        ``backend``/``uptime_s`` are ``None``.
+        ``backend``/``uptime_s`` are ``None``. (The reference's STATS ``size`` is its entry count, so
+        there ``bytes`` equals ``keys``.)
         """
         response, address = self._roundtrip(Op.INFO, encode_request(Op.INFO))
         if response.status == Status.SUCCESS:

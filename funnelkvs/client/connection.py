@@ -15,19 +15,21 @@ from collections.abc import Sequence
 
 from funnelkvs.client.address import Address
 from funnelkvs.errors import NodeUnreachable, RemoteProtocolError, RequestTimeout
-from funnelkvs.protocol import NEED_DATA, Response, ResponseDecoder
+from funnelkvs.protocol import NEED_DATA, Response, ResponseDecoder, Status
 
 # Under glibc's mmap threshold (128 KiB): a larger recv(n) costs an mmap/munmap pair per call.
 _RECV_SIZE = 64 * 1024
 #: Bytes of a pipeline handed to the kernel at a time; reads are interleaved between chunks so that
 #: neither side blocks writing into a full socket buffer while the other does the same.
 _SEND_CHUNK = 256 * 1024
+#: Statuses after which a node keeps the connection open; after any other it may close it.
+_NO_CLOSE_STATUSES = frozenset({Status.SUCCESS, Status.NOT_FOUND})
 
 
 class Connection:
     """A connected socket plus its response decoder. Not thread-safe: the pool lends it to one caller."""
 
-    __slots__ = ("_decoder", "_poll", "address", "received", "sock", "timeout")
+    __slots__ = ("_decoder", "_poll", "address", "received", "reusable", "sock", "timeout")
 
     def __init__(self, sock: socket.socket, address: Address, timeout: float | None) -> None:
         self.sock = sock
@@ -35,6 +37,8 @@ class Connection:
         self.timeout = timeout
         #: Bytes received during the current call: a retry is only considered when this is 0.
         self.received = 0
+        #: False once the node closed the connection after an answer: the pool must not lend it again.
+        self.reusable = True
         self._decoder = ResponseDecoder()
         self._poll = select.poll() if hasattr(select, "poll") else None
         if self._poll is not None:
@@ -72,16 +76,28 @@ class Connection:
             return True
 
     def request(self, frame: bytes) -> Response:
-        """Send one request and wait for its answer, within ``timeout`` seconds in all."""
+        """Send one request and wait for its answer, within ``timeout`` seconds in all.
+
+        A node refuses an oversize request from its header: it answers INVALID_REQUEST and closes the
+        connection while the rest of the frame is still on its way, so the send fails. That answer is
+        what the caller gets; a failed send is reported only when no answer can be read after it.
+        """
         self.received = 0
         sock = self.sock
         timeout = self.timeout
         deadline = None if timeout is None else time.monotonic() + timeout
         decoder = self._decoder
+        send_failure: OSError | None = None
         try:
             if timeout is not None:
                 sock.settimeout(timeout)
-            sock.sendall(frame)
+            try:
+                sock.sendall(frame)
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                send_failure = exc
+                self.reusable = False
             while True:
                 if deadline is not None:
                     remaining = deadline - time.monotonic()
@@ -90,6 +106,8 @@ class Connection:
                     sock.settimeout(remaining)
                 data = sock.recv(_RECV_SIZE)
                 if not data:
+                    if send_failure is not None:
+                        raise send_failure
                     raise NodeUnreachable(f"{self.address} closed the connection before answering")
                 self.received += len(data)
                 decoder.feed(data)
@@ -102,12 +120,18 @@ class Connection:
         except TimeoutError as exc:
             raise RequestTimeout(f"{self.address} did not answer within {timeout} s") from exc
         except OSError as exc:
-            raise NodeUnreachable(f"connection to {self.address} lost: {_reason(exc)}") from exc
+            reason = _reason(send_failure or exc)
+            raise NodeUnreachable(f"connection to {self.address} lost: {reason}") from exc
 
     def exchange(self, frames: Sequence[bytes]) -> list[Response]:
         """Pipeline: send every frame, reading answers while sending, and return them in request order.
 
         ``timeout`` bounds each wait for progress (a large batch may take longer in all).
+
+        A node closes a connection on purpose only right after an error answer (a frame it refused
+        from its header, a failed storage sync) and does not carry out what was pipelined behind it.
+        Then the answers received so far are returned, fewer than the frames, the last one that error;
+        the connection is not reusable. Any other early end is :class:`NodeUnreachable`.
         """
         self.received = 0
         expected = len(frames)
@@ -119,6 +143,7 @@ class Connection:
         selector = selectors.DefaultSelector()
         next_frame = 0
         chunk = memoryview(b"")
+        failure: OSError | None = None
         try:
             sock.settimeout(0)
             selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
@@ -133,12 +158,11 @@ class Connection:
                         data = sock.recv(_RECV_SIZE)
                     except BlockingIOError:
                         data = None
+                    except OSError as exc:  # a reset: what was received before it has been read
+                        return self._cut_short(responses, expected, failure or exc)
                     if data is not None:
                         if not data:
-                            raise NodeUnreachable(
-                                f"{self.address} closed the connection after {len(responses)} of "
-                                f"{expected} answers"
-                            )
+                            return self._cut_short(responses, expected, failure)
                         self.received += len(data)
                         decoder.feed(data)
                         while (event := decoder.next_event()) is not NEED_DATA:
@@ -158,6 +182,13 @@ class Connection:
                     try:
                         sent = sock.send(chunk)
                     except BlockingIOError:
+                        sent = 0
+                    except OSError as exc:
+                        # The node closed the connection: keep reading, its answers up to the close
+                        # (and the reason it closed) are still to be read.
+                        failure = exc
+                        chunk = memoryview(b"")
+                        next_frame = expected
                         sent = 0
                     chunk = chunk[sent:]
                     if not chunk and next_frame == expected:
@@ -179,6 +210,17 @@ class Connection:
                 sock.settimeout(self.timeout)
             except OSError:
                 pass
+
+    def _cut_short(self, responses: list[Response], expected: int, failure: OSError | None) -> list[Response]:
+        """The connection ended after ``len(responses)`` answers: the partial answers when the last one
+        is an error (the node closed on purpose), else :class:`NodeUnreachable`."""
+        self.reusable = False
+        if responses and responses[-1].status not in _NO_CLOSE_STATUSES:
+            return responses
+        progress = f"after {len(responses)} of {expected} answers"
+        if failure is not None:
+            raise NodeUnreachable(f"connection to {self.address} lost {progress}: {_reason(failure)}")
+        raise NodeUnreachable(f"{self.address} closed the connection {progress}")
 
 
 def _reason(exc: OSError) -> str:

@@ -80,9 +80,10 @@ class ConnectionPool:
             raise
 
     def checkin(self, conn: Connection, reusable: bool) -> None:
-        """Take a lent connection back; it is closed unless ``reusable`` and the pool is open."""
+        """Take a lent connection back; it is closed unless ``reusable`` (and the connection itself
+        still is) and the pool is open."""
         try:
-            if reusable:
+            if reusable and conn.reusable:
                 with self._lock:
                     if not self._closed:
                         self._idle.append(conn)
