@@ -14,7 +14,8 @@ The split follows trio's rule of saying whose fault an error is:
 - :class:`NotAnswered`: the node closed the connection, after an error answer, before answering a
   request pipelined behind it.
 - :class:`ClientClosed`: our own code closed the client or pool and then used it.
-- :class:`StorageError`, :class:`ConfigError`, :class:`PluginError`: node-side failures.
+- :class:`StorageError`, :class:`ConfigError`, :class:`PluginError`: node-side failures
+  (:class:`StorageBusy`: a read would wait for a lock; the node retries it off its event loop).
 """
 
 from __future__ import annotations
