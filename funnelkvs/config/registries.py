@@ -1,7 +1,8 @@
 """Names in the settings checked against the plugin registries, for ``funnelkvs config check``.
 
 Loading settings does not load plugins (the node does that once, at start-up); this check does the
-same lookups the node will, so a misspelled backend or exporter is caught without starting a node.
+same lookups the node will, and runs the same validation of ``storage.options`` and exporter options,
+so a misspelled backend, exporter or option is caught without starting a node.
 """
 
 from __future__ import annotations
@@ -12,19 +13,24 @@ from typing import Any
 
 from funnelkvs.errors import ConfigError, PluginError
 from funnelkvs.metrics import NodeMetrics
-from funnelkvs.plugins import PluginHost
+from funnelkvs.plugins import PluginHost, storage_path_problem
 from funnelkvs.settings import Settings
 
 
 def check_registered_names(settings: Settings, env: Mapping[str, str] = os.environ) -> list[str]:
-    """Load the plugins ``settings`` selects and return the problems of :func:`problems_with_names`."""
+    """Load the plugins ``settings`` selects; return the problems of :func:`problems_with_names` and
+    those the backend's factory finds in ``storage.path`` and ``storage.options``."""
     try:
         host = PluginHost.load(settings.plugins, env)
     except ConfigError as exc:
         return list(exc.problems)
     except PluginError as exc:
         return [f"plugins: {exc}"]
-    return problems_with_names(host, settings)
+    problems = problems_with_names(host, settings)
+    if settings.storage.backend in host.storage_backends:
+        # The node runs this validation when it opens the backend; here it stops short of opening.
+        problems += host.check_backend_options(settings.storage)
+    return list(dict.fromkeys(problems))
 
 
 def problems_with_names(host: PluginHost, settings: Settings) -> list[str]:
@@ -49,8 +55,8 @@ def problems_with_names(host: PluginHost, settings: Settings) -> list[str]:
         except PluginError as exc:
             problems.append(f"{path}: {exc}")
             continue
-        if path == "storage.backend" and spec.persistent and settings.storage.path is None:
-            problems.append(f"storage.path: null is not valid for the {name} backend (it keeps data on disk)")
+        if path == "storage.backend" and (problem := storage_path_problem(spec, settings.storage.path)):
+            problems.append(problem)
         if path.startswith("metrics.exporters"):
             options = dict(settings.plugins.sections.get(name) or {})
             try:
