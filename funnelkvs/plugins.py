@@ -268,6 +268,7 @@ class PluginHost:
         "conflict_resolvers",
         "disabled",
         "failures",
+        "installed",
         "metrics_exporters",
         "pm",
         "replication_strategies",
@@ -279,6 +280,9 @@ class PluginHost:
         self.autoload = autoload
         self.disabled = disabled
         self.failures: list[PluginFailure] = []
+        #: Every plugin name there is, registered or not (disabled, failed, autoload off): the
+        #: built-ins, the plugins given to :meth:`load` and the installed entry points.
+        self.installed: frozenset[str] = frozenset(DEFAULT_PLUGINS)
         self.storage_backends: Registry[StorageBackendSpec] = Registry("storage backend")
         self.replication_strategies: Registry[ReplicationStrategySpec] = Registry("replication strategy")
         self.conflict_resolvers: Registry[ConflictResolverSpec] = Registry("conflict resolver")
@@ -318,17 +322,19 @@ class PluginHost:
                 host._fail(PluginFailure(module_name, _one_line(exc)))
                 continue
             host._register(module, module_name, _Origin(builtin=True, version=version))
+        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        host.installed |= {*(plugins or {}), *entry_points.names}
         for name, plugin in (plugins or {}).items():
             if name not in host.disabled:
                 host._register(plugin, name, _Origin(False, str(getattr(plugin, "__version__", "unknown"))))
         if host.autoload:
-            host._load_entry_points()
+            host._load_entry_points(entry_points)
         host._check_pending()
         host._collect_contributions()
         return host
 
-    def _load_entry_points(self) -> None:
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    def _load_entry_points(self, entry_points: importlib.metadata.EntryPoints) -> None:
+        for entry_point in entry_points:
             if entry_point.name in self.disabled:
                 continue
             dist = entry_point.dist
@@ -575,6 +581,18 @@ class PluginHost:
                 log.exception("plugin %r raised in %s; ignored", impl.plugin_name, hook_name)
 
     # --- introspection ----------------------------------------------------------------------------------
+
+    def registered(self) -> frozenset[str]:
+        """The names of the plugins registered (loaded, not disabled, not failed)."""
+        return frozenset(self._origins)
+
+    def contributions(self) -> dict[str, tuple[str, str]]:
+        """Every contribution name (of any kind) with its kind's label and the plugin providing it."""
+        return {
+            name: (kind.label, self._registry(kind.key).provider(name))
+            for kind in _KINDS
+            for name in self._registry(kind.key).names()
+        }
 
     def describe(self) -> list[PluginInfo]:
         """Every registered plugin: built-ins first in :data:`DEFAULT_PLUGINS` order, then by name."""

@@ -627,6 +627,16 @@ def test_cli_check_runs_the_backend_option_checks_the_node_runs(tmp_path: Path) 
     assert funnelkvs("config", "check", "--no-plugins", str(bad), str(memory)).returncode == 0
 
 
+def test_cli_check_refuses_a_disabled_name_that_is_no_plugin(tmp_path: Path) -> None:
+    path = write(tmp_path, "plugins:\n  disabled: [funnelkvs.storage.lmbd_backend]\n")
+    result = funnelkvs("config", "check", str(path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"{path}: plugins.disabled[0]: no plugin is named 'funnelkvs.storage.lmbd_backend' "
+        "(did you mean 'funnelkvs.storage.lmdb_backend'?)\n"
+    )
+
+
 def test_cli_check_example_file_with_plugins() -> None:
     pytest.importorskip("funnelkvs.plugins")
     result = funnelkvs("config", "check", str(EXAMPLE))

@@ -18,6 +18,7 @@ import pytest
 
 import funnelkvs
 from funnelkvs import hookimpl
+from funnelkvs.config.registries import problems_with_names
 from funnelkvs.contributions import (
     ConflictResolverSpec,
     MetricsExporterSpec,
@@ -333,6 +334,38 @@ def test_autoload_switch(make_dist: Any, autoload: bool, env: dict[str, str], lo
 def test_invalid_autoload_environment_value_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="FUNNELKVS_PLUGINS_AUTOLOAD: 'maybe' is not a boolean"):
         load(env={"FUNNELKVS_PLUGINS_AUTOLOAD": "maybe"})
+
+
+def test_plugin_names_that_name_no_plugin_are_refused() -> None:
+    fine = backends_plugin(backend_spec("fine-store"))
+    plugin_settings = PluginSettings(
+        autoload=False, disabled=["funnelkvs.storage.sqlite_backend", "fien", "lmdb"], sections={"x": {}}
+    )
+    env = {"FUNNELKVS_DISABLE_PLUGINS": "fine,nothing-like-it"}
+    host = load(plugin_settings, env, fine=fine)
+    problems = problems_with_names(host, Settings(plugins=plugin_settings))
+    assert problems[:2] == [
+        "plugins.disabled[1]: no plugin is named 'fien' (did you mean 'fine'?)",
+        "plugins.disabled[2]: 'lmdb' is not a plugin name but the storage backend of plugin "
+        "'funnelkvs.storage.lmdb_backend'; name that plugin",
+    ]
+    [from_env] = problems[2:]  # sections are not checked: a disabled plugin may have read "x"
+    assert from_env.startswith(
+        "FUNNELKVS_DISABLE_PLUGINS: no plugin is named 'nothing-like-it' (known: fine, "
+    )
+
+
+def test_plugin_sections_that_nothing_reads_are_refused() -> None:
+    fine = backends_plugin(backend_spec("fine-store"))
+    sections: dict[str, dict[str, Any]] = {"fine": {}, "fine-store": {}, "fine-stroe": {}}
+    # Every installed plugin must be loaded for the check; entry points of this environment too.
+    plugin_settings = PluginSettings(sections=sections)
+    host = load(plugin_settings, fine=fine)
+    if host.installed - host.registered():
+        pytest.skip(f"installed plugins that do not load here: {host.installed - host.registered()}")
+    assert problems_with_names(host, Settings(plugins=plugin_settings)) == [
+        "plugins.fine-stroe: no plugin or contribution is named 'fine-stroe' (did you mean 'fine-store'?)"
+    ]
 
 
 # --- storage backends -------------------------------------------------------------------------------------

@@ -8,12 +8,13 @@ so a misspelled backend, exporter or option is caught without starting a node.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
+from funnelkvs.config.problems import closest
 from funnelkvs.errors import ConfigError, PluginError
 from funnelkvs.metrics import NodeMetrics
-from funnelkvs.plugins import PluginHost, storage_path_problem
+from funnelkvs.plugins import DISABLE_ENV, PluginHost, storage_path_problem
 from funnelkvs.settings import Settings
 
 
@@ -65,4 +66,40 @@ def problems_with_names(host: PluginHost, settings: Settings) -> list[str]:
                 problems.extend(exc.problems)
             except Exception as exc:  # a plugin's own bug: report it, the check must not crash
                 problems.append(f"plugins.{name}: exporter {name!r} rejected its options: {exc}")
+    return problems + _unknown_plugin_names(host, settings)
+
+
+def _unknown_plugin_names(host: PluginHost, settings: Settings) -> list[str]:
+    """Plugin names that name no plugin: in ``plugins.disabled`` (and ``FUNNELKVS_DISABLE_PLUGINS``)
+    a misspelling would leave the plugin running; a ``plugins.<name>`` section nobody reads would be
+    ignored. A plugin that is installed counts even when it is not loaded (disabled, failed, autoload
+    off); a section may also be for a contribution (an exporter reads ``plugins.<exporter name>``), so
+    sections are only checked when every installed plugin is loaded and all contributions are known."""
+    problems: list[str] = []
+    contributions = host.contributions()
+    disabled = [(f"plugins.disabled[{i}]", name) for i, name in enumerate(settings.plugins.disabled)]
+    disabled += [(DISABLE_ENV, name) for name in sorted(host.disabled - set(settings.plugins.disabled))]
+    for where, name in disabled:
+        if name in host.installed:
+            continue
+        if name in contributions:
+            label, plugin = contributions[name]
+            problem = f"{name!r} is not a plugin name but the {label} of plugin {plugin!r}; name that plugin"
+        else:
+            problem = _named_nothing("plugin", name, host.installed)
+        problems.append(f"{where}: {problem}")
+    if host.installed - host.registered():
+        return problems  # a plugin that is not loaded may read a section named after its contribution
+    readers = host.installed | contributions.keys()
+    problems += [
+        f"plugins.{name}: {_named_nothing('plugin or contribution', name, readers)}"
+        for name in settings.plugins.sections
+        if name not in readers
+    ]
     return problems
+
+
+def _named_nothing(what: str, name: str, names: Collection[str]) -> str:
+    suggestion = closest(name, names)
+    hint = f"did you mean {suggestion!r}?" if suggestion is not None else f"known: {', '.join(sorted(names))}"
+    return f"no {what} is named {name!r} ({hint})"
