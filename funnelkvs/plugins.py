@@ -1,10 +1,11 @@
 """Loading plugins and turning their contributions into registries the node picks from by name.
 
 Built-in plugins (:data:`DEFAULT_PLUGINS`) are registered exactly like third-party ones, which come from
-the entry-point group ``funnelkvs``. Each third-party load is isolated: a package that fails to import
-is logged and listed in :attr:`PluginHost.failures`, and the node starts without it. Mistakes a plugin
-author must fix (a misspelled hook, a bad hook signature, two plugins claiming one name) raise
-:class:`~funnelkvs.errors.PluginError` instead, since guessing which plugin to drop would be worse.
+the entry-point group ``funnelkvs``. Each load is isolated: a package that fails to import, implements a
+hook that does not exist (a misspelling) or a hook with a parameter the hook lacks, or whose registration
+hook raises, is logged, listed in :attr:`PluginHost.failures`, and the node starts without it. Only two
+plugins claiming one name raise :class:`~funnelkvs.errors.PluginError`, since guessing which of the two
+to drop would be worse.
 
 Everything here runs at start-up or shutdown: the node resolves its backend, strategy, resolver and
 exporters once, so no request ever goes through pluggy.
@@ -12,6 +13,7 @@ exporters once, so no request ever goes through pluggy.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.metadata
@@ -19,6 +21,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar, final
 
 from pluggy import PluginManager, PluginValidationError
@@ -37,6 +40,7 @@ from funnelkvs.replication.resolver import ConflictResolver
 from funnelkvs.replication.strategy import ReplicationStrategy
 from funnelkvs.settings import PluginSettings, ReplicationSettings, Settings, StorageSettings
 from funnelkvs.storage.backend import StorageBackend
+from funnelkvs.storage.options import OptionsChecked, check_only, path_required, path_unused
 
 __all__ = [
     "AUTOLOAD_ENV",
@@ -48,6 +52,7 @@ __all__ = [
     "PluginInfo",
     "Registry",
     "RunningExporter",
+    "storage_path_problem",
 ]
 
 log = logging.getLogger(__name__)
@@ -238,6 +243,16 @@ def _funnelkvs_version() -> str:
     return __version__
 
 
+def storage_path_problem(spec: StorageBackendSpec, path: Path | None) -> str | None:
+    """A persistent backend needs ``storage.path``; one that is not persistent keeps no files, so a
+    path given for it is refused rather than silently ignored."""
+    if spec.persistent and path is None:
+        return path_required(spec.name)
+    if not spec.persistent and path is not None:
+        return path_unused(spec.name, path)
+    return None
+
+
 @final
 class PluginHost:
     """The loaded plugins, one registry per contribution kind, and the start-up calls into them.
@@ -253,6 +268,7 @@ class PluginHost:
         "conflict_resolvers",
         "disabled",
         "failures",
+        "installed",
         "metrics_exporters",
         "pm",
         "replication_strategies",
@@ -264,6 +280,9 @@ class PluginHost:
         self.autoload = autoload
         self.disabled = disabled
         self.failures: list[PluginFailure] = []
+        #: Every plugin name there is, registered or not (disabled, failed, autoload off): the
+        #: built-ins, the plugins given to :meth:`load` and the installed entry points.
+        self.installed: frozenset[str] = frozenset(DEFAULT_PLUGINS)
         self.storage_backends: Registry[StorageBackendSpec] = Registry("storage backend")
         self.replication_strategies: Registry[ReplicationStrategySpec] = Registry("replication strategy")
         self.conflict_resolvers: Registry[ConflictResolverSpec] = Registry("conflict resolver")
@@ -282,8 +301,9 @@ class PluginHost:
     ) -> PluginHost:
         """Register the built-in plugins, ``plugins`` (name to plugin object, for embedding and
         tests), then the entry points unless autoload is off; validate them and build the registries.
+        A plugin that fails to import or to validate is left out and listed in :attr:`failures`.
 
-        :raises PluginError: a misspelled hook or bad hook signature, two plugins claiming one name.
+        :raises PluginError: two plugins with one name, or two claiming one contribution name.
         :raises ConfigError: an invalid ``FUNNELKVS_PLUGINS_AUTOLOAD``.
         """
         settings = settings if settings is not None else PluginSettings()
@@ -302,17 +322,19 @@ class PluginHost:
                 host._fail(PluginFailure(module_name, _one_line(exc)))
                 continue
             host._register(module, module_name, _Origin(builtin=True, version=version))
+        entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        host.installed |= {*(plugins or {}), *entry_points.names}
         for name, plugin in (plugins or {}).items():
             if name not in host.disabled:
                 host._register(plugin, name, _Origin(False, str(getattr(plugin, "__version__", "unknown"))))
         if host.autoload:
-            host._load_entry_points()
+            host._load_entry_points(entry_points)
         host._check_pending()
         host._collect_contributions()
         return host
 
-    def _load_entry_points(self) -> None:
-        for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    def _load_entry_points(self, entry_points: importlib.metadata.EntryPoints) -> None:
+        for entry_point in entry_points:
             if entry_point.name in self.disabled:
                 continue
             dist = entry_point.dist
@@ -345,7 +367,11 @@ class PluginHost:
         try:
             self.pm.register(plugin, name=name)
         except PluginValidationError as exc:
-            raise PluginError(f"plugin {name!r}: {' '.join(str(exc).split())}") from exc
+            # pluggy has registered the plugin and its hooks up to the bad one: undo all of it.
+            self.pm.unregister(name=name)
+            error = " ".join(str(exc).split()).removeprefix(f"Plugin {name!r} for ")
+            self._fail(PluginFailure(name, error, origin.distribution))
+            return
         self._origins[name] = origin
 
     @staticmethod
@@ -356,26 +382,32 @@ class PluginHost:
             return "built in"
         return f"distribution {origin.distribution}" if origin.distribution else "registered directly"
 
+    def _drop(self, name: str, failure: PluginFailure) -> None:
+        """Unregister the plugin called ``name`` (all its hooks) and record why."""
+        self.pm.unregister(name=name)
+        del self._origins[name]
+        self._fail(failure)
+
     def _fail(self, failure: PluginFailure) -> None:
         log.warning("plugin %r skipped: %s", failure.name, failure.error)
         self.failures.append(failure)
 
     def _check_pending(self) -> None:
-        try:
-            self.pm.check_pending()
-        except PluginValidationError as exc:
-            known = [name for name in vars(self.pm.hook) if getattr(self.pm.hook, name).has_spec()]
-            problems = []
-            for hook_name, caller in vars(self.pm.hook).items():
-                if hook_name.startswith("_") or caller.has_spec():
-                    continue
-                for impl in caller.get_hookimpls():
-                    if impl.optionalhook:
-                        continue
-                    problem = f"plugin {impl.plugin_name!r} implements unknown hook {hook_name!r}"
+        """Leave out every plugin implementing a hook that no spec declares (a misspelling, like
+        ``funnelkvs_node_startd``), as :meth:`PluginManager.check_pending` would refuse it."""
+        known = [name for name, caller in vars(self.pm.hook).items() if caller.has_spec()]
+        unknown: dict[str, list[str]] = {}
+        for hook_name, caller in vars(self.pm.hook).items():
+            if hook_name.startswith("_") or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if not impl.optionalhook:
                     close = difflib.get_close_matches(hook_name, known, n=1)
-                    problems.append(problem + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise PluginError("; ".join(problems) or str(exc)) from exc
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    unknown.setdefault(impl.plugin_name, []).append(f"unknown hook {hook_name!r}{hint}")
+        for name, problems in unknown.items():
+            self._drop(name, PluginFailure(name, "; ".join(problems), self._origins[name].distribution))
+        self.pm.check_pending()  # nothing is left for it to refuse
 
     def _collect_contributions(self) -> None:
         # Collected plugin by plugin (not through one broadcast hook call) so that every contribution
@@ -396,9 +428,7 @@ class PluginHost:
                     continue
                 collected.setdefault(name, []).extend((kind, spec) for spec in specs)
         for name, failure in broken.items():
-            self.pm.unregister(name=name)
-            del self._origins[name]
-            self._fail(failure)
+            self._drop(name, failure)
         for name in self._origins:
             for kind, spec in collected.get(name, []):
                 self._registry(kind.key).add(spec, name)
@@ -424,12 +454,13 @@ class PluginHost:
         """Open the backend ``storage.backend`` names, with ``storage.path`` and ``storage.options``.
 
         :raises PluginError: unknown backend name.
-        :raises ConfigError: a persistent backend without ``storage.path``, or bad options.
+        :raises ConfigError: a persistent backend without ``storage.path``, another with one, or bad
+            options.
         :raises StorageError: the backend could not open its data.
         """
         spec = self.storage_backends.get(storage.backend)
-        if spec.persistent and storage.path is None:
-            raise ConfigError(f"storage.path: required by the {spec.name} backend (it keeps data on disk)")
+        if problem := storage_path_problem(spec, storage.path):
+            raise ConfigError(problem)
         try:
             backend = spec.factory(storage.path, dict(storage.options))
         except FunnelKVSError:
@@ -442,6 +473,28 @@ class PluginHost:
                 f"returned {type(backend).__name__}, not a StorageBackend"
             )
         return backend
+
+    def check_backend_options(self, storage: StorageSettings) -> list[str]:
+        """Problems with ``storage.path`` and ``storage.options``, found by the backend's own factory
+        run under :func:`~funnelkvs.storage.options.check_only`, which stops it before it opens
+        anything (when it reads its options with :class:`~funnelkvs.storage.options.OptionsReader`).
+
+        :raises PluginError: unknown backend name.
+        """
+        spec = self.storage_backends.get(storage.backend)
+        try:
+            with check_only():
+                backend = spec.factory(storage.path, dict(storage.options))
+        except OptionsChecked:
+            return []
+        except ConfigError as exc:
+            return exc.problems
+        except Exception as exc:
+            return [f"storage.backend: {spec.name!r} failed checking its options: {_one_line(exc)}"]
+        # A factory that does not use OptionsReader got as far as opening its store: close it again.
+        with contextlib.suppress(Exception):
+            backend.close()
+        return []
 
     def create_strategy(self, replication: ReplicationSettings) -> ReplicationStrategy:
         """The strategy ``replication.strategy`` names. :raises PluginError: unknown name."""
@@ -528,6 +581,18 @@ class PluginHost:
                 log.exception("plugin %r raised in %s; ignored", impl.plugin_name, hook_name)
 
     # --- introspection ----------------------------------------------------------------------------------
+
+    def registered(self) -> frozenset[str]:
+        """The names of the plugins registered (loaded, not disabled, not failed)."""
+        return frozenset(self._origins)
+
+    def contributions(self) -> dict[str, tuple[str, str]]:
+        """Every contribution name (of any kind) with its kind's label and the plugin providing it."""
+        return {
+            name: (kind.label, self._registry(kind.key).provider(name))
+            for kind in _KINDS
+            for name in self._registry(kind.key).names()
+        }
 
     def describe(self) -> list[PluginInfo]:
         """Every registered plugin: built-ins first in :data:`DEFAULT_PLUGINS` order, then by name."""

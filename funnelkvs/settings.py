@@ -6,7 +6,7 @@ these dataclasses. Defaults here are the documented defaults (config.example.yam
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +80,17 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     plugins: PluginSettings = field(default_factory=PluginSettings)
+
+
+def not_yet_used(settings: Settings) -> list[str]:
+    """Dotted paths of settings that differ from their defaults but that this version does not act on
+    yet: ``node.join`` (ring membership) and ``replication.*`` (replication). The node logs them in
+    one warning at start; an entry goes when the feature it waits for lands."""
+    defaults = Settings()
+    paths = ["node.join"] if settings.node.join != defaults.node.join else []
+    paths += [
+        f"replication.{f.name}"
+        for f in fields(ReplicationSettings)
+        if getattr(settings.replication, f.name) != getattr(defaults.replication, f.name)
+    ]
+    return paths

@@ -23,7 +23,8 @@ from funnelkvs.config import (
     settings_to_mapping,
 )
 from funnelkvs.errors import ConfigError
-from funnelkvs.settings import Settings
+from funnelkvs.settings import Settings, not_yet_used
+from funnelkvs.storage.datadir import claim
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "config.example.yaml"
@@ -122,7 +123,17 @@ def test_settings_round_trip_through_a_mapping() -> None:
 
 def test_out_of_range_port(tmp_path: Path) -> None:
     assert problems_of(tmp_path, "node:\n  port: 70000\n") == [
-        "F:2: node.port: 70000 is not a valid port (1-65535)"
+        "F:2: node.port: 70000 is not a valid port (0-65535)"
+    ]
+
+
+def test_port_ranges_name_what_each_key_accepts() -> None:
+    # A node may listen on port 0 (the kernel picks one); nobody can connect to port 0.
+    assert settings_from_mapping({"node": {"port": 0}}).node.port == 0
+    assert mapping_problems({"node": {"port": -1, "advertise": "10.0.0.1:0", "join": ["10.0.0.2:0"]}}) == [
+        "cfg: node.port: -1 is not a valid port (0-65535)",
+        "cfg: node.advertise: '10.0.0.1:0' is not a valid address (host:port, port 1-65535)",
+        "cfg: node.join[0]: '10.0.0.2:0' is not a valid address (host:port, port 1-65535)",
     ]
 
 
@@ -292,7 +303,7 @@ def test_every_problem_in_a_file_is_reported_at_once(tmp_path: Path) -> None:
     )
     assert problems_of(tmp_path, text) == [
         "F:2: node.prot: unknown key (did you mean 'port'?)",
-        "F:3: node.port: 70000 is not a valid port (1-65535)",
+        "F:3: node.port: 70000 is not a valid port (0-65535)",
         "F:4: node.join[1]: 'nohost' is not a valid address (host:port, port 1-65535)",
         "F:7: replication.read_quorum: 5 is not a valid quorum (1-2: at most replication.factor)",
         "F:9: limits.max_value_size: 'lots' is not a valid size "
@@ -363,6 +374,50 @@ def test_storage_path_and_options() -> None:
     ]
 
 
+def claimed(path: Path, backend: str) -> Path:
+    claim(path, backend, 1).release()
+    return path
+
+
+def test_without_a_backend_a_data_directory_opens_with_the_backend_that_wrote_it(tmp_path: Path) -> None:
+    data = claimed(tmp_path / "data", "sqlite")
+    settings = settings_from_mapping({"storage": {"path": str(data)}})
+    assert (settings.storage.backend, settings.storage.path) == ("sqlite", data)
+    assert load_settings(None, {"storage.path": str(data)}, env={}).storage.backend == "sqlite"
+    # A backend given explicitly is kept: opening the directory then refuses the mismatch.
+    overrides = {"storage.path": str(data), "storage.backend": "lmdb"}
+    assert load_settings(None, overrides, env={}).storage.backend == "lmdb"
+    assert settings_from_mapping({}).storage.backend == "memory"  # no directory, no backend: memory
+
+
+def test_without_a_backend_a_directory_without_a_marker_is_refused(tmp_path: Path) -> None:
+    hint = "name the backend with storage.backend (--backend), e.g. lmdb or sqlite"
+    missing = tmp_path / "new"
+    assert mapping_problems({"storage": {"path": str(missing)}}) == [
+        f"cfg: storage.path: data directory {missing} does not exist, so no marker says which backend "
+        f"wrote it; {hint}"
+    ]
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, {"storage.path": str(tmp_path)}, env={})
+    assert info.value.problems == [
+        f"command line: storage.path: data directory {tmp_path} has no FUNNELKVS_FORMAT marker saying "
+        f"which backend wrote it; {hint}"
+    ]
+    a_file = write(tmp_path, "", name="a-file")
+    [problem] = problems_of(tmp_path, f"logging:\n  level: info\nstorage:\n  path: {a_file}\n")
+    assert problem.startswith(f"F:4: storage.path: data directory {a_file} is not a directory, ")
+    assert not missing.exists()
+
+
+def test_settings_not_used_yet() -> None:
+    assert not_yet_used(Settings()) == []
+    assert not_yet_used(settings_from_mapping({"replication": {"factor": 1, "read_quorum": 1}})) == []
+    settings = settings_from_mapping(
+        {"node": {"join": ["127.0.0.1:9001"]}, "replication": {"factor": 3, "strategy": "other"}}
+    )
+    assert not_yet_used(settings) == ["node.join", "replication.factor", "replication.strategy"]
+
+
 def test_plugin_sections() -> None:
     settings = settings_from_mapping(
         {
@@ -422,7 +477,7 @@ def test_overrides_are_validated_and_blamed_on_the_command_line(tmp_path: Path) 
         load_settings(path, {"node.port": 70000, "node.join": ["a:1", "b"], "node.hots": "x"}, env={})
     assert info.value.problems == [
         f"{path}:3: node.prot: unknown key (did you mean 'port'?)",
-        "command line: node.port: 70000 is not a valid port (1-65535)",
+        "command line: node.port: 70000 is not a valid port (0-65535)",
         "command line: node.join[1]: 'b' is not a valid address (host:port, port 1-65535)",
         "command line: node.hots: unknown key (did you mean 'host'?)",
     ]
@@ -445,6 +500,7 @@ def test_environment_substitution(tmp_path: Path) -> None:
         "  port: ${PORT:-8001}\n"
         "  join: ['${SEED}:9001']\n"
         "storage:\n"
+        "  backend: lmdb\n"
         "  path: ${DATA:-/var/lib/funnelkvs}/node1\n"
         "plugins:\n"
         "  vault:\n"
@@ -484,7 +540,7 @@ def test_malformed_reference(tmp_path: Path) -> None:
 
 def test_substituted_value_is_still_validated(tmp_path: Path) -> None:
     [problem] = problems_of(tmp_path, "node:\n  port: ${PORT}\n", env={"PORT": "http"})
-    assert problem == "F:2: node.port: 'http' is not a valid port (1-65535)"
+    assert problem == "F:2: node.port: 'http' is not a valid port (0-65535)"
 
 
 # --- the command line -----------------------------------------------------------------------------------
@@ -553,6 +609,34 @@ def test_cli_check_uses_the_plugin_registries(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+def test_cli_check_runs_the_backend_option_checks_the_node_runs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    bad = write(tmp_path, f"storage:\n  backend: lmdb\n  path: {data}\n  options: {{durabilty: nosync}}\n")
+    memory = write(tmp_path, f"storage:\n  backend: memory\n  path: {data}\n", name="memory.yaml")
+    good = write(tmp_path, f"storage:\n  backend: sqlite\n  path: {data}\n", name="good.yaml")
+    result = funnelkvs("config", "check", str(bad), str(memory), str(good))
+    assert result.returncode == 2
+    assert result.stdout == f"{good}: ok\n"
+    assert result.stderr.splitlines() == [
+        f"{bad}: storage.options.durabilty: unknown option for the lmdb backend "
+        "(expected one of: durability, map_size, read_only, scan_batch)",
+        f"{memory}: storage.path: '{data}' is not used by the memory backend (it keeps no files); "
+        "remove it, or choose a persistent backend",
+    ]
+    assert not data.exists()  # checked, never opened
+    assert funnelkvs("config", "check", "--no-plugins", str(bad), str(memory)).returncode == 0
+
+
+def test_cli_check_refuses_a_disabled_name_that_is_no_plugin(tmp_path: Path) -> None:
+    path = write(tmp_path, "plugins:\n  disabled: [funnelkvs.storage.lmbd_backend]\n")
+    result = funnelkvs("config", "check", str(path))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"{path}: plugins.disabled[0]: no plugin is named 'funnelkvs.storage.lmbd_backend' "
+        "(did you mean 'funnelkvs.storage.lmdb_backend'?)\n"
+    )
+
+
 def test_cli_check_example_file_with_plugins() -> None:
     pytest.importorskip("funnelkvs.plugins")
     result = funnelkvs("config", "check", str(EXAMPLE))
@@ -604,5 +688,5 @@ def test_file_problems_under_an_overridden_key(tmp_path: Path) -> None:
     # The duplicate is still the file's mistake; the unset variable is moot once --host replaces it.
     assert info.value.problems == [
         f"{path}:3: node.port: duplicate key (first given on line 2)",
-        "command line: node.port: 70000 is not a valid port (1-65535)",
+        "command line: node.port: 70000 is not a valid port (0-65535)",
     ]

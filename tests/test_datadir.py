@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from funnelkvs.errors import StorageError, StorageFormatError
-from funnelkvs.storage.datadir import LOCK_NAME, MARKER_NAME, DataFormat, claim, read_format
+from funnelkvs.storage.datadir import (
+    LOCK_NAME,
+    MARKER_NAME,
+    DataFormat,
+    claim,
+    read_format,
+    recorded_backend,
+)
 
 
 def test_first_claim_creates_directory_and_marker(tmp_path: Path) -> None:
@@ -25,6 +34,47 @@ def test_first_claim_creates_directory_and_marker(tmp_path: Path) -> None:
         assert data_dir.format == DataFormat("lmdb", 1)
     finally:
         data_dir.release()
+
+
+def test_a_new_directory_and_its_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0)
+    try:
+        data_dir = claim(tmp_path / "new" / "node1", "lmdb", 1)
+        data_dir.release()
+        # The umask stays tightened: the backend creates its own files after the claim returns.
+        assert os.umask(0) == 0o077
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "new", tmp_path / "new" / "node1"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    for name in (MARKER_NAME, LOCK_NAME):
+        assert stat.S_IMODE((tmp_path / "new" / "node1" / name).stat().st_mode) == 0o600
+
+
+def test_read_only_claim_leaves_the_umask_alone(tmp_path: Path) -> None:
+    claim(tmp_path / "d", "lmdb", 1).release()
+    previous = os.umask(0o022)
+    try:
+        claim(tmp_path / "d", "lmdb", 1, read_only=True).release()
+        assert os.umask(0o022) == 0o022
+    finally:
+        os.umask(previous)
+
+
+def test_recorded_backend(tmp_path: Path) -> None:
+    claim(tmp_path / "d", "sqlite", 1).release()
+    assert recorded_backend(tmp_path / "d") == "sqlite"
+    with pytest.raises(
+        StorageFormatError, match=re.escape(f"{tmp_path} has no {MARKER_NAME} marker saying which")
+    ):
+        recorded_backend(tmp_path)
+    with pytest.raises(StorageFormatError, match="missing does not exist, so no marker says which backend"):
+        recorded_backend(tmp_path / "missing")
+    with pytest.raises(StorageFormatError, match=f"{MARKER_NAME} is not a directory"):
+        recorded_backend(tmp_path / "d" / MARKER_NAME)
+    (tmp_path / "d" / MARKER_NAME).write_text("{}")
+    with pytest.raises(StorageFormatError, match="unreadable"):
+        recorded_backend(tmp_path / "d")
 
 
 def test_same_backend_claims_again(tmp_path: Path) -> None:

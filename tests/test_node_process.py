@@ -64,7 +64,7 @@ def test_bad_config_file_is_reported_with_dotted_path(tmp_path: Path) -> None:
     config.write_text("node:\n  port: 70000\n")
     result = run_cli("node", "--config", str(config))
     assert result.returncode == 2
-    assert "node.port: 70000 is not a valid port (1-65535)" in result.stderr
+    assert "node.port: 70000 is not a valid port (0-65535)" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -105,3 +105,61 @@ def test_unknown_strategy_or_bad_exporter_options_stop_start_up(tmp_path: Path) 
     expected = "replication.conflict_resolver: unknown conflict resolver 'last-write-wins'"
     assert any(expected in line for line in lines)
     assert any(line.startswith(f"{config}: metrics.exporters[0]: unknown") for line in lines)
+
+
+# --- storage settings that would be ignored are refused ---------------------------------------------------
+
+
+def test_data_dir_without_backend_opens_with_the_backend_that_wrote_it(
+    tmp_path: Path, node_process_factory: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    first = node_process_factory(backend="lmdb", data_dir=data)
+    assert first.stop() == 0
+    again = node_process_factory(data_dir=data, name="again")
+    assert "(backend lmdb)" in again.log()
+    assert again.stop() == 0
+
+
+def test_data_dir_that_names_no_backend_is_refused(tmp_path: Path) -> None:
+    for data in (tmp_path / "new", tmp_path):
+        result = run_cli("node", "--port", "0", "--data-dir", str(data))
+        assert result.returncode == 2
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"command line: storage.path: data directory {data} ")
+        assert line.endswith("name the backend with storage.backend (--backend), e.g. lmdb or sqlite")
+    assert not (tmp_path / "new").exists()
+
+
+def test_memory_backend_with_a_data_dir_is_refused(tmp_path: Path) -> None:
+    result = run_cli("node", "--port", "0", "--backend", "memory", "--data-dir", str(tmp_path / "data"))
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line == (
+        f"command line: storage.path: '{tmp_path / 'data'}' is not used by the memory backend (it keeps no "
+        "files); remove it, or choose a persistent backend"
+    )
+
+
+def test_data_dir_of_another_backend_is_refused(
+    tmp_path: Path, node_process_factory: Callable[..., NodeProcess]
+) -> None:
+    data = tmp_path / "data"
+    assert node_process_factory(backend="sqlite", data_dir=data).stop() == 0
+    result = run_cli("node", "--port", "0", "--backend", "lmdb", "--data-dir", str(data))
+    assert result.returncode == 5
+    assert result.stderr == (
+        f"funnelkvs node: data directory {data} was created by the 'sqlite' backend (format 1); "
+        "this node is configured for 'lmdb'\n"
+    )
+
+
+def test_join_and_replication_settings_are_one_warning_until_they_work(
+    tmp_path: Path, node_process_factory: Callable[..., NodeProcess]
+) -> None:
+    config = {"replication": {"factor": 2, "write_quorum": 1}}
+    node = node_process_factory(config=config, args=["--join", "127.0.0.1:9"])
+    [warning] = [line for line in node.log().splitlines() if "WARNING" in line]
+    assert "node.join, replication.factor: not used by this version" in warning
+    plain = node_process_factory(name="plain", config={"replication": {"factor": 1}})
+    assert "WARNING" not in plain.log()

@@ -18,6 +18,7 @@ import pytest
 
 import funnelkvs
 from funnelkvs import hookimpl
+from funnelkvs.config.registries import problems_with_names
 from funnelkvs.contributions import (
     ConflictResolverSpec,
     MetricsExporterSpec,
@@ -31,7 +32,7 @@ from funnelkvs.plugins import DEFAULT_PLUGINS, PluginHost, Registry
 from funnelkvs.replication import LastWriterWins, NodeRef, RingView, SuccessorListStrategy, Version, Versioned
 from funnelkvs.settings import PluginSettings, ReplicationSettings, Settings, StorageSettings
 from funnelkvs.storage.memory import MemoryBackend
-from funnelkvs.testing.cluster import funnelkvs_command
+from funnelkvs.testing.cluster import NodeProcess, funnelkvs_command
 
 NO_AUTOLOAD = PluginSettings(autoload=False)
 
@@ -201,23 +202,58 @@ def test_plugin_with_a_missing_dependency_is_reported(make_dist: Any) -> None:
     assert "ModuleNotFoundError" in failure.error and "funnelkvs_no_such_dependency" in failure.error
 
 
-def test_misspelled_hook_is_caught_by_check_pending() -> None:
+def test_plugin_with_a_misspelled_hook_is_left_out_like_an_import_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    started: list[str] = []
+
     def funnelkvs_node_startd(node: Any) -> None:
-        pass
+        started.append("typo")
 
-    with pytest.raises(PluginError) as info:
-        load(typo=plugin(funnelkvs_node_startd=funnelkvs_node_startd))
-    message = str(info.value)
-    assert "plugin 'typo' implements unknown hook 'funnelkvs_node_startd'" in message
-    assert "did you mean 'funnelkvs_node_started'" in message
+    def funnelkvs_node_started(node: Any) -> None:
+        started.append("typo's other hook")
+
+    typo = plugin(
+        funnelkvs_node_startd=funnelkvs_node_startd,
+        funnelkvs_node_started=funnelkvs_node_started,
+        funnelkvs_register_storage_backends=lambda: [backend_spec("typo-store")],
+    )
+    with caplog.at_level(logging.WARNING, logger="funnelkvs.plugins"):
+        host = load(typo=typo, fine=backends_plugin(backend_spec("fine-store")))
+    [failure] = host.failures
+    assert failure.name == "typo"
+    assert failure.error == "unknown hook 'funnelkvs_node_startd' (did you mean 'funnelkvs_node_started'?)"
+    assert any("'typo' skipped" in r.getMessage() for r in caplog.records)
+    # Every hook of that plugin is gone, the others are all there.
+    assert "typo" not in {i.name for i in host.describe()}
+    assert "typo-store" not in host.storage_backends and "fine-store" in host.storage_backends
+    assert {"memory", "lmdb", "sqlite"} <= set(host.storage_backends.names())
+    host.node_started(SimpleNamespace())
+    assert started == []
+    host.pm.check_pending()  # nothing left that pluggy would refuse
 
 
-def test_hook_with_an_argument_the_spec_lacks_is_a_plugin_error() -> None:
+def test_plugin_with_a_hook_argument_the_spec_lacks_is_left_out() -> None:
+    stopped: list[str] = []
+
+    def funnelkvs_node_started(node: Any) -> None:
+        stopped.append("started")
+
     def funnelkvs_node_stopping(node: Any, reason: str) -> None:
-        pass
+        stopped.append(reason)
 
-    with pytest.raises(PluginError, match=r"plugin 'bad-args'.*funnelkvs_node_stopping"):
-        load(**{"bad-args": plugin(funnelkvs_node_stopping=funnelkvs_node_stopping)})
+    # pluggy registers hooks in name order: "started" is in before "stopping" is refused.
+    bad = plugin(
+        funnelkvs_node_started=funnelkvs_node_started, funnelkvs_node_stopping=funnelkvs_node_stopping
+    )
+    host = load(**{"bad-args": bad})
+    [failure] = host.failures
+    assert failure.name == "bad-args"
+    assert failure.error.startswith("hook 'funnelkvs_node_stopping' hookimpl definition:")
+    assert "{'reason'}" in failure.error
+    assert "bad-args" not in {i.name for i in host.describe()}
+    host.node_started(SimpleNamespace())
+    assert stopped == []
 
 
 def test_plugin_whose_registration_raises_is_dropped_as_a_whole(caplog: pytest.LogCaptureFixture) -> None:
@@ -300,6 +336,38 @@ def test_invalid_autoload_environment_value_is_a_config_error() -> None:
         load(env={"FUNNELKVS_PLUGINS_AUTOLOAD": "maybe"})
 
 
+def test_plugin_names_that_name_no_plugin_are_refused() -> None:
+    fine = backends_plugin(backend_spec("fine-store"))
+    plugin_settings = PluginSettings(
+        autoload=False, disabled=["funnelkvs.storage.sqlite_backend", "fien", "lmdb"], sections={"x": {}}
+    )
+    env = {"FUNNELKVS_DISABLE_PLUGINS": "fine,nothing-like-it"}
+    host = load(plugin_settings, env, fine=fine)
+    problems = problems_with_names(host, Settings(plugins=plugin_settings))
+    assert problems[:2] == [
+        "plugins.disabled[1]: no plugin is named 'fien' (did you mean 'fine'?)",
+        "plugins.disabled[2]: 'lmdb' is not a plugin name but the storage backend of plugin "
+        "'funnelkvs.storage.lmdb_backend'; name that plugin",
+    ]
+    [from_env] = problems[2:]  # sections are not checked: a disabled plugin may have read "x"
+    assert from_env.startswith(
+        "FUNNELKVS_DISABLE_PLUGINS: no plugin is named 'nothing-like-it' (known: fine, "
+    )
+
+
+def test_plugin_sections_that_nothing_reads_are_refused() -> None:
+    fine = backends_plugin(backend_spec("fine-store"))
+    sections: dict[str, dict[str, Any]] = {"fine": {}, "fine-store": {}, "fine-stroe": {}}
+    # Every installed plugin must be loaded for the check; entry points of this environment too.
+    plugin_settings = PluginSettings(sections=sections)
+    host = load(plugin_settings, fine=fine)
+    if host.installed - host.registered():
+        pytest.skip(f"installed plugins that do not load here: {host.installed - host.registered()}")
+    assert problems_with_names(host, Settings(plugins=plugin_settings)) == [
+        "plugins.fine-stroe: no plugin or contribution is named 'fine-stroe' (did you mean 'fine-store'?)"
+    ]
+
+
 # --- storage backends -------------------------------------------------------------------------------------
 
 
@@ -314,7 +382,7 @@ def test_create_backend_passes_path_and_options(tmp_path: Path) -> None:
     backend = host.create_backend(StorageSettings(backend="disk", path=tmp_path, options={"a": 1}))
     assert isinstance(backend, MemoryBackend)
     assert seen == [(tmp_path, {"a": 1})]
-    with pytest.raises(ConfigError, match=r"storage\.path: required by the disk backend"):
+    with pytest.raises(ConfigError, match=r"storage\.path: required for the disk backend"):
         host.create_backend(StorageSettings(backend="disk"))
     with pytest.raises(PluginError, match=r"unknown storage backend 'dsik'; choose one of: .*disk"):
         host.create_backend(StorageSettings(backend="dsik"))
@@ -342,6 +410,59 @@ def test_create_backend_translates_and_checks_factory_results() -> None:
         host.create_backend(StorageSettings(backend="not-a-backend"))
     with pytest.raises(ConfigError, match=r"storage\.options\.x: bad"):
         host.create_backend(StorageSettings(backend="opts"))
+
+
+def test_a_backend_that_keeps_no_files_refuses_a_path(tmp_path: Path) -> None:
+    host = load()
+    with pytest.raises(ConfigError) as info:
+        host.create_backend(StorageSettings(backend="memory", path=tmp_path / "data"))
+    assert info.value.problems == [
+        f"storage.path: '{tmp_path / 'data'}' is not used by the memory backend (it keeps no files); "
+        "remove it, or choose a persistent backend"
+    ]
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "sqlite"])
+def test_backend_options_are_checked_without_opening_the_store(tmp_path: Path, backend: str) -> None:
+    host = load()
+    data = tmp_path / "data"
+    bad = StorageSettings(backend=backend, path=data, options={"durabilty": "sync", "scan_batch": 0})
+    problems = host.check_backend_options(bad)
+    assert problems[0].startswith(f"storage.options.durabilty: unknown option for the {backend} backend")
+    assert problems[1] == "storage.options.scan_batch: 0 is not a batch size (expected an integer >= 1)"
+    assert host.check_backend_options(StorageSettings(backend=backend, path=data)) == []
+    assert host.check_backend_options(StorageSettings(backend=backend)) == [
+        f"storage.path: required for the {backend} backend"
+    ]
+    assert not data.exists()  # checked by the factory, which stopped before claiming the directory
+    with pytest.raises(ConfigError) as info:  # the node runs the same checks when it opens the store
+        host.create_backend(bad)
+    assert info.value.problems == problems
+
+
+def test_backend_options_check_of_a_factory_without_options_reader() -> None:
+    opened: list[MemoryBackend] = []
+
+    def own_checks(path: Any, options: dict[str, Any]) -> MemoryBackend:
+        if options:
+            raise ConfigError([f"storage.options.{name}: unknown" for name in options])
+        opened.append(MemoryBackend())
+        return opened[-1]
+
+    def broken(path: Any, options: Any) -> Any:
+        raise PermissionError("no access")
+
+    host = load(own=backends_plugin(backend_spec("own", own_checks), backend_spec("broken", broken)))
+    assert host.check_backend_options(StorageSettings(backend="own", options={"x": 1})) == [
+        "storage.options.x: unknown"
+    ]
+    # Nothing stopped it before opening: it is closed again at once.
+    assert host.check_backend_options(StorageSettings(backend="own")) == []
+    assert opened[0]._closed
+    assert host.check_backend_options(StorageSettings(backend="broken")) == [
+        "storage.backend: 'broken' failed checking its options: PermissionError: no access"
+    ]
 
 
 # --- metrics exporters and lifecycle ------------------------------------------------------------------------
@@ -576,3 +697,46 @@ def test_cli_plugins_with_config(tmp_path: Path) -> None:
     bad = run_cli("--config", str(config))
     assert bad.returncode == 2
     assert "plugins.autolaod" in bad.stderr and "Traceback" not in bad.stderr
+
+
+TYPO_PLUGIN = """
+    from funnelkvs import hookimpl
+
+    @hookimpl
+    def funnelkvs_node_startd(node):
+        pass
+"""
+
+
+def test_cli_plugins_lists_everything_and_a_misspelled_hook_among_the_failures(
+    make_dist: Any, tmp_path: Path
+) -> None:
+    make_dist("funnelkvs-typo", "0.2", {"typo": TYPO_PLUGIN, "good": GOOD_PLUGIN})
+    env = {"PYTHONPATH": str(tmp_path / "site")}
+    result = run_cli("--json", env=env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["failures"] == [
+        {
+            "name": "typo",
+            "error": "unknown hook 'funnelkvs_node_startd' (did you mean 'funnelkvs_node_started'?)",
+            "distribution": "funnelkvs-typo",
+        }
+    ]
+    listed = {p["name"] for p in report["plugins"]}
+    assert {"good", *DEFAULT_PLUGINS} <= listed and "typo" not in listed
+    table = run_cli(env=env)
+    assert table.returncode == 0, table.stderr
+    assert "failed to load (the node starts without them):\n  typo: unknown hook 'funnelkvs_node_startd'" in (
+        table.stdout
+    )
+    assert table.stderr == ""  # the failure is in the report, not repeated as a log line
+
+
+def test_node_starts_without_a_plugin_whose_hook_is_misspelled(make_dist: Any, tmp_path: Path) -> None:
+    make_dist("funnelkvs-typo", "0.2", {"typo": TYPO_PLUGIN})
+    env = {"PYTHONPATH": str(tmp_path / "site"), "FUNNELKVS_PLUGINS_AUTOLOAD": "1"}
+    with NodeProcess.start(tmp_path / "node", env=env) as node:
+        log = node.log()
+    assert "plugin 'typo' skipped: unknown hook 'funnelkvs_node_startd'" in log
+    assert "command line" not in log and "Traceback" not in log

@@ -29,7 +29,8 @@ def add_parser(subparsers: Any) -> None:
     check.add_argument(
         "--no-plugins",
         action="store_true",
-        help="do not check backend, strategy, resolver and exporter names against the installed plugins",
+        help="do not check backend, strategy, resolver and exporter names, storage.options and exporter "
+        "options against the installed plugins",
     )
     show = actions.add_parser(
         "show",

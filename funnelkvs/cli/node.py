@@ -10,6 +10,8 @@ from typing import Any
 from funnelkvs.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE
 from funnelkvs.errors import ConfigError, FunnelKVSError, PluginError
 
+log = logging.getLogger("funnelkvs.node")
+
 
 def add_parser(subparsers: Any) -> None:
     p: argparse.ArgumentParser = subparsers.add_parser(
@@ -17,12 +19,18 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--config", "-c", metavar="FILE", help="YAML config file (see config.example.yaml)")
     p.add_argument("--host", help="address to listen on (node.host, default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port to listen on (node.port, default 8001; 0 picks a free one)")
+    p.add_argument(
+        "--port", type=int, help="port to listen on (node.port, 0-65535, default 8001; 0 picks a free one)"
+    )
     p.add_argument("--advertise", metavar="HOST:PORT", help="address other nodes and clients use")
     p.add_argument(
         "--join", metavar="HOST:PORT", action="append", help="seed node of an existing ring (repeatable)"
     )
-    p.add_argument("--backend", help="storage backend name (storage.backend: memory, lmdb, sqlite, ...)")
+    p.add_argument(
+        "--backend",
+        help="storage backend name (storage.backend: memory, lmdb, sqlite, ...); default: the one that "
+        "wrote --data-dir, or memory without --data-dir",
+    )
     p.add_argument("--data-dir", metavar="DIR", help="data directory of a persistent backend (storage.path)")
     p.add_argument("--log-level", help="logging.level (DEBUG, INFO, WARNING, ERROR)")
     p.set_defaults(func=run)
@@ -46,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
     from funnelkvs.config.registries import problems_with_names
     from funnelkvs.node import Node
     from funnelkvs.plugins import PluginHost
+    from funnelkvs.settings import not_yet_used
 
     source = args.config or "command line"
 
-    def report(exc: ConfigError, prefix: bool) -> int:
-        for problem in exc.problems:
+    def report(problems: list[str], prefix: bool) -> int:
+        for problem in problems:
             print(f"{source}: {problem}" if prefix else problem, file=sys.stderr)
         return EXIT_USAGE
 
@@ -58,25 +67,36 @@ def run(args: argparse.Namespace) -> int:
         # Problems from the loader already name their file and line (or "command line").
         settings = load_settings(args.config, overrides_from_args(args))
     except ConfigError as exc:
-        return report(exc, prefix=False)
+        return report(exc.problems, prefix=False)
     logging.basicConfig(
         level=settings.logging.level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if unused := not_yet_used(settings):
+        log.warning(
+            "%s: not used by this version (ring membership and replication are not implemented yet); "
+            "the node runs alone and keeps one copy of each key",
+            ", ".join(unused),
+        )
     try:
+        # A plugin that fails to import or validate is logged and left out; only a clash of two
+        # plugins over one name (or a bad FUNNELKVS_PLUGINS_AUTOLOAD) stops the start here.
         plugins = PluginHost.load(settings.plugins)
-        # Every name the settings ask the plugins for (backend, strategy, resolver, exporters and
-        # their options) is checked before anything is opened or bound.
-        problems = problems_with_names(plugins, settings)
-        if problems:
-            return report(ConfigError(problems), prefix=True)
+    except ConfigError as exc:  # the environment variable's own name starts the message
+        return report(exc.problems, prefix=False)
+    except PluginError as exc:
+        print(f"funnelkvs node: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    # Every name the settings ask the plugins for (backend, strategy, resolver, exporters and their
+    # options) is checked before anything is opened or bound.
+    problems = problems_with_names(plugins, settings)
+    if problems:
+        return report(problems, prefix=True)
+    try:
         backend = plugins.create_backend(settings.storage)
     except ConfigError as exc:
-        return report(exc, prefix=True)
-    except PluginError as exc:  # an unknown backend name is a configuration mistake
-        print(f"{source}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report(exc.problems, prefix=True)
     except FunnelKVSError as exc:
         print(f"funnelkvs node: {exc}", file=sys.stderr)
         return EXIT_FAILURE

@@ -4,6 +4,8 @@ values become :class:`~funnelkvs.settings.Settings`.
 Validation never stops at the first problem: every bad key or value is collected, so a user fixes a
 file in one round. Keys are strict (an unknown key is an error, with a suggestion), except under
 ``storage.options`` (checked by the chosen backend) and ``plugins.<name>`` (handed to that plugin).
+With ``storage.path`` but no ``storage.backend``, the backend is the one the directory's marker
+names (see :mod:`funnelkvs.storage.datadir`); a directory without a marker is a problem.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from funnelkvs.config import validators as v
 from funnelkvs.config.problems import ConfigPath, Invalid, Problem, closest, kind, show, unknown_key
+from funnelkvs.errors import StorageError
 from funnelkvs.settings import (
     LimitsSettings,
     LoggingSettings,
@@ -25,6 +28,7 @@ from funnelkvs.settings import (
     Settings,
     StorageSettings,
 )
+from funnelkvs.storage.datadir import recorded_backend
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +118,9 @@ def build_settings(data: Any) -> tuple[Settings, list[Problem]]:
         sections[key] = _build_section(collector, key, SCHEMA[key], value)
     settings = Settings(**sections)
     _check_together(collector, settings)
+    storage = data.get("storage")
+    if not (isinstance(storage, Mapping) and "backend" in storage):
+        _backend_from_marker(collector, settings)
     return settings, collector.problems
 
 
@@ -189,6 +196,19 @@ def _check_together(collector: _Collector, settings: Settings) -> None:
                     f"(give the host:port this node is reached at)",
                 )
             )
+
+
+def _backend_from_marker(collector: _Collector, settings: Settings) -> None:
+    """No ``storage.backend`` given but a ``storage.path``: the backend is the one whose marker the
+    directory holds. A directory without one (a new one too) says nothing: the user must choose."""
+    path = settings.storage.path
+    if path is None or _failed(collector, ("storage", "path")):
+        return
+    try:
+        settings.storage.backend = recorded_backend(path)
+    except StorageError as exc:
+        hint = "name the backend with storage.backend (--backend), e.g. lmdb or sqlite"
+        collector.problems.append(Problem(("storage", "path"), f"{exc}; {hint}"))
 
 
 def _failed(collector: _Collector, path: ConfigPath) -> bool:

@@ -20,8 +20,11 @@ from funnelkvs.config.problems import Invalid, Problem, kind, show
 T = TypeVar("T")
 Validator = Callable[[Any], Any]
 
-MIN_PORT, MAX_PORT = 1, 65535
-PORT_RANGE = f"{MIN_PORT}-{MAX_PORT}"
+MAX_PORT = 65535
+#: Ports in addresses others connect to (``node.advertise``, ``node.join``); 0 is not one.
+PORT_RANGE = f"1-{MAX_PORT}"
+#: Ports a node may listen on: 0 as well (the kernel picks a free port; tests start nodes that way).
+LISTEN_PORT_RANGE = f"0-{MAX_PORT}"
 #: Key and value lengths travel as u32 on the wire.
 MAX_WIRE_LENGTH = 2**32 - 1
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -47,10 +50,9 @@ def is_int(value: Any) -> bool:
 
 
 def listen_port(value: Any) -> int:
-    """A port to listen on. 0 is accepted too (the kernel picks a free port: tests start nodes that way),
-    but the message names the range users mean, as the issue specifies."""
+    """A port to listen on, 0 included (the kernel picks a free port)."""
     if not is_int(value) or not 0 <= value <= MAX_PORT:
-        raise Invalid(f"{show(value)} is not a valid port (1-{MAX_PORT})")
+        raise Invalid(f"{show(value)} is not a valid port ({LISTEN_PORT_RANGE})")
     return int(value)
 
 

@@ -11,6 +11,14 @@ A writer also takes an exclusive ``flock`` on ``FUNNELKVS_LOCK``, held until :me
 so two nodes pointed at one directory fail fast instead of interleaving their writes. The kernel drops
 the lock when the process dies, SIGKILL included, so a restart after a crash is never locked out.
 Read-only openers (concurrent readers) take no lock.
+
+Only the node's user may read a data directory: it holds every value in clear. A writer's claim adds
+``077`` to the process umask and leaves it there, so a new directory is created ``0700`` and every file
+in it ``0600``, whatever the umask the node was started with: the marker and lock here, and the files
+the backend creates itself after the claim returns (LMDB's ``data.mdb`` and ``lock.mdb``, SQLite's
+database, ``-wal`` and ``-shm``, a journal created mid-run). The umask is not restored because the
+backend creates files for as long as it runs; a node process creates no other files. An existing
+directory keeps the mode it has (an operator may have chosen it).
 """
 
 from __future__ import annotations
@@ -74,7 +82,8 @@ def claim(path: Path, backend_name: str, format_version: int, *, read_only: bool
     wanted = DataFormat(backend_name, format_version)
     try:
         if not read_only:
-            path.mkdir(parents=True, exist_ok=True)
+            _keep_private()
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
         elif not path.is_dir():
             raise StorageFormatError(f"data directory {path} does not exist")
         if not path.is_dir():
@@ -108,6 +117,31 @@ def read_format(path: Path) -> DataFormat | None:
     return _read_marker(Path(path))
 
 
+def recorded_backend(path: Path) -> str:
+    """The backend the marker of ``path`` names: what a node told a directory but no backend opens.
+
+    :raises StorageFormatError: ``path`` is missing, not a directory, or has no marker (so nothing
+        says which backend to use), or its marker is unreadable.
+    :raises StorageError: the marker cannot be read.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        missing = "is not a directory" if path.exists() else "does not exist"
+        raise StorageFormatError(f"data directory {path} {missing}, so no marker says which backend wrote it")
+    found = _read_marker(path)
+    if found is None:
+        raise StorageFormatError(
+            f"data directory {path} has no {MARKER_NAME} marker saying which backend wrote it"
+        )
+    return found.backend
+
+
+def _keep_private() -> None:
+    """Add 077 to the process umask (for good: see the module docstring)."""
+    previous = os.umask(0o077)
+    os.umask(previous | 0o077)
+
+
 def _mismatch(path: Path, found: DataFormat, wanted: DataFormat) -> str:
     if found.backend != wanted.backend:
         return (
@@ -121,7 +155,7 @@ def _mismatch(path: Path, found: DataFormat, wanted: DataFormat) -> str:
 
 
 def _lock(path: Path) -> int:
-    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -186,7 +220,7 @@ def _write_marker(path: Path, data_format: DataFormat) -> None:
     text = json.dumps({"backend": data_format.backend, "format": data_format.format}) + "\n"
     temporary = path / _MARKER_TEMPORARY
     # Written aside, synced, then renamed: a crash leaves either no marker or a whole one.
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:
         os.write(fd, text.encode("utf-8"))
         os.fsync(fd)

@@ -14,10 +14,10 @@ from typing import Any
 from sortedcontainers import SortedList
 
 from funnelkvs.contributions import StorageBackendSpec
-from funnelkvs.errors import ConfigError
 from funnelkvs.hookspecs import hookimpl
 from funnelkvs.keyspace import POSITION_BYTES, KeyRange, ring_digest
 from funnelkvs.storage.backend import StorageBackend
+from funnelkvs.storage.options import OptionsReader
 
 
 class MemoryBackend(StorageBackend):
@@ -76,10 +76,10 @@ class MemoryBackend(StorageBackend):
 
 
 def create_memory_backend(path: Path | None, options: dict[str, Any]) -> MemoryBackend:
-    if options:
-        raise ConfigError(
-            [f"storage.options.{name}: unknown option for the memory backend" for name in options]
-        )
+    """The plugin factory: no options; ``path`` is unused (the core refuses one for a backend that is
+    not persistent)."""
+    reader = OptionsReader("memory", options, known=())
+    reader.check()
     return MemoryBackend()
 
 

@@ -7,11 +7,18 @@ every backend reports mistakes the same way (and all of them at once)::
     durability = reader.choice("durability", DURABILITY_MODES, "sync", "a durability mode")
     data_dir = reader.path(path)
     reader.check()  # raises ConfigError listing every problem
+    return LmdbBackend(data_dir, durability=durability)  # open only after check()
+
+``funnelkvs config check`` runs the factory under :func:`check_only`: there :meth:`OptionsReader.check`
+raises :class:`OptionsChecked` when the options are valid, so the factory stops before it opens
+anything and the options are checked by the very code the node runs at start.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Final
 
@@ -21,6 +28,35 @@ from funnelkvs.errors import ConfigError
 #: What ``durability`` may be for the built-in persistent backends (see docs/storage.md).
 DURABILITY_MODES: Final = ("sync", "nosync")
 
+_check_only: ContextVar[bool] = ContextVar("funnelkvs_storage_check_only", default=False)
+
+
+class OptionsChecked(Exception):
+    """Raised by :meth:`OptionsReader.check` under :func:`check_only` when every option is valid."""
+
+
+@contextmanager
+def check_only() -> Iterator[None]:
+    """Within this block, a factory's :meth:`OptionsReader.check` stops it once its options pass."""
+    token = _check_only.set(True)
+    try:
+        yield
+    finally:
+        _check_only.reset(token)
+
+
+def path_required(backend: str) -> str:
+    """The problem of a persistent backend given no ``storage.path``."""
+    return f"storage.path: required for the {backend} backend"
+
+
+def path_unused(backend: str, path: Path) -> str:
+    """The problem of a backend that keeps no files (not ``persistent``) given a ``storage.path``."""
+    return (
+        f"storage.path: {str(path)!r} is not used by the {backend} backend (it keeps no files); "
+        "remove it, or choose a persistent backend"
+    )
+
 
 class OptionsReader:
     def __init__(self, backend: str, options: Mapping[str, Any], known: Iterable[str]) -> None:
@@ -28,11 +64,11 @@ class OptionsReader:
         self._options = options
         self.problems: list[str] = []
         allowed = tuple(known)
+        expected = f"expected one of: {', '.join(allowed)}" if allowed else "it takes none"
         for name in options:
             if name not in allowed:
                 self.problems.append(
-                    f"storage.options.{name}: unknown option for the {backend} backend "
-                    f"(expected one of: {', '.join(allowed)})"
+                    f"storage.options.{name}: unknown option for the {backend} backend ({expected})"
                 )
 
     def _fail(self, name: str, value: object, message: str) -> None:
@@ -41,7 +77,7 @@ class OptionsReader:
     def path(self, path: Path | None) -> Path:
         """``storage.path``, which a persistent backend requires."""
         if path is None:
-            self.problems.append(f"storage.path: required for the {self.backend} backend")
+            self.problems.append(path_required(self.backend))
             return Path()
         return path
 
@@ -74,5 +110,11 @@ class OptionsReader:
         return value
 
     def check(self) -> None:
+        """Raise :class:`ConfigError` listing every problem; call it before opening anything.
+
+        :raises OptionsChecked: no problem, under :func:`check_only`.
+        """
         if self.problems:
             raise ConfigError(self.problems)
+        if _check_only.get():
+            raise OptionsChecked
