@@ -361,6 +361,8 @@ class Node:
     def _close(self, conn: ClientConnection) -> None:
         if self._connections.pop(conn.sock.fileno(), None) is None:
             return
+        if self._commit is not None:
+            self._commit.returning.discard(conn)
         self.loop.unregister(conn.sock)
         conn.sock.close()
         conn.out.clear()
@@ -404,6 +406,8 @@ class Node:
         get = backend.get
         commit = self._commit
         pending = self._pending
+        if commit is not None and commit.returning:
+            commit.returning.discard(conn)  # it is back: the next batch need not wait for it
         out = conn.out
         size = conn.out_size
         cap = self._max_output
