@@ -104,7 +104,7 @@ def test_after_a_commit_the_next_batch_waits_for_the_writers_it_answered() -> No
         commit.write(b"c", b"v")  # a third writer arrives while a and b are on their way back
         commit.wait("c")
         commit.flush()
-        assert commit.busy and not committed[1:], "submitted without waiting for a and b"
+        assert commit._in_flight is None, "submitted without waiting for a and b"
         commit.returning.discard("a")
         commit.write(b"a2", b"v")
         commit.wait("a")
