@@ -107,11 +107,6 @@ class GroupCommit:
         self._delay_timer: TimerHandle | None = None
         self._last_sync = 0.0
 
-    @property
-    def busy(self) -> bool:
-        """A batch is in flight or waiting to go."""
-        return self._in_flight is not None or bool(self._filling.writes)
-
     def write(self, key: bytes, value: bytes | None) -> None:
         """Add a put (or, with None, a delete) to the filling batch."""
         batch = self._filling
