@@ -377,8 +377,10 @@ class Node:
             if conn.sock.fileno() < 0:
                 return
         if mask & EVENT_READ_ANY and not conn.closing and not conn.paused:
+            # A large value being received has a buffer of its own: the rest of it is read straight in.
+            direct = conn.decoder.direct_buffer
             try:
-                received = conn.sock.recv_into(self._recv_buffer)
+                received = conn.sock.recv_into(self._recv_buffer if direct is None else direct)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -391,7 +393,10 @@ class Node:
                     self._flush(conn)
                 return
             self.metrics.bytes_received += received
-            conn.decoder.feed(self._recv_view[:received].tobytes())
+            if direct is None:
+                conn.decoder.feed(self._recv_view[:received].tobytes())
+            else:
+                conn.decoder.direct_received(received)
             self._answer(conn)
             if not conn.waiting:  # else its answers wait for the storage thread, in order
                 self._flush(conn)

@@ -14,13 +14,22 @@ All integers are big-endian. Answers on one connection come back in request orde
 Decoders are incremental: :meth:`RequestDecoder.feed` only buffers; :meth:`RequestDecoder.next_event`
 returns one :class:`Request`, a :class:`FrameError`, or :data:`NEED_DATA`. Any split of the stream,
 down to one byte at a time, yields the same requests.
+
+Memory follows what a connection needs now, not the largest thing it ever sent. A buffer whose bytes
+have all been decoded is let go (an idle decoder keeps at most :data:`KEEP_DECODED` bytes), and a
+value of at least ``large_value`` bytes (:data:`LARGE_VALUE`) that spans reads is gathered by itself:
+first as the pieces that arrive, then, once half of it is here, in one buffer of exactly its length,
+whose unfilled part :attr:`RequestDecoder.direct_buffer` offers to read straight into. Receiving such
+a value peaks at 1.5 times its size (the pieces, under half, and the whole buffer, while one is
+copied into the other), and never holds more than twice what has arrived: a header alone announcing
+16 MiB allocates nothing.
 """
 
 from __future__ import annotations
 
 import struct
 from enum import IntEnum
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, cast
 
 from funnelkvs.errors import LocalProtocolError, RemoteProtocolError
 
@@ -35,6 +44,13 @@ DEFAULT_MAX_KEY_SIZE: Final = 64 * 1024
 DEFAULT_MAX_VALUE_SIZE: Final = 16 * 1024 * 1024
 #: The largest length a u32 field can declare.
 U32_MAX: Final = 0xFFFF_FFFF
+#: A value at least this long that is not complete in the buffer is gathered by itself (see above)
+#: rather than in the decode buffer: no copy of the frame, no slice of it, nothing kept afterwards.
+LARGE_VALUE: Final = 64 * 1024
+#: A decoded buffer up to this size may stay referenced until the next read replaces it (letting
+#: every small read go at once would cost the hot path two stores); a larger one is let go as soon
+#: as it is all decoded.
+KEEP_DECODED: Final = 4096
 
 
 class Op(IntEnum):
@@ -82,6 +98,13 @@ class Request(NamedTuple):
 
     A NamedTuple rather than a frozen dataclass: it is built once per request on the hot path, and
     tuple construction is several times cheaper than a frozen dataclass ``__init__``.
+
+    ``value`` is ``bytes``, except a value the decoder gathered by itself (at least
+    :data:`LARGE_VALUE` bytes, spanning reads): that one is the ``bytearray`` it was received into,
+    handed over (the decoder keeps no reference to it), so that it is never copied into a ``bytes``.
+    It is annotated ``bytes`` because the storage interface (``StorageBackend.put``) is; every
+    backend and encoder takes any bytes-like value (a backend that keeps values it did not copy
+    must not assume they are hashable).
     """
 
     op: int
@@ -133,8 +156,9 @@ def _append(buf: bytes | bytearray, pos: int, data: bytes) -> tuple[bytes | byte
     """The decode buffer after ``data`` arrives: ``(buffer, position of the first undecoded byte)``.
 
     Called only when a partial frame is left (when everything was decoded, the new bytes simply become
-    the buffer, uncopied). The partial frame moves to a bytearray that then grows in place, so a large
-    value arriving in many reads is copied once, not once per read.
+    the buffer, uncopied). The partial frame moves to a bytearray that then grows in place, so a frame
+    arriving in many reads is copied once, not once per read. (Large values do not come this way: see
+    :meth:`_Receiver._begin_body`.)
     """
     if type(buf) is bytearray:
         if pos:
@@ -144,6 +168,11 @@ def _append(buf: bytes | bytearray, pos: int, data: bytes) -> tuple[bytes | byte
     grown = bytearray(buf[pos:])
     grown += data
     return grown, 0
+
+
+def _held(buf: bytes | bytearray) -> int:
+    """Bytes of memory behind a buffer: a bytearray's allocation, a bytes object's length."""
+    return buf.__alloc__() if type(buf) is bytearray else len(buf)
 
 
 def _describe_bad_header(head: bytes) -> str:
@@ -161,24 +190,170 @@ def _describe_bad_op(op: int) -> str:
     return f"unknown op {op:#04x}"
 
 
-class RequestDecoder:
-    """Incremental decoder of the requests a client sends to a node."""
+class _Receiver:
+    """The buffering both decoders share: the decode buffer, and the gathering of one large value.
 
-    __slots__ = ("_buf", "_closed", "_pos", "max_key_size", "max_value_size")
+    Two states. *Framing*: ``_buf[_pos:]`` holds the undecoded bytes (``_pos >= 0``). *Gathering a
+    value* of ``_size`` bytes whose header has been decoded: ``_pos`` is -1, so that the decoders'
+    fast paths step aside; the value's first ``_filled`` bytes are in ``_chunks`` (the pieces as
+    they arrived) or, on an :attr:`_exact_body` decoder once half of the value has arrived, at the
+    start of ``_body`` (a buffer of exactly ``_size`` bytes, whose unfilled part is
+    :attr:`direct_buffer`); bytes past the value wait in ``_after``. A decoder that yields ``bytes``
+    never allocates ``_body``: it joins the pieces once, at the end.
+    """
 
-    def __init__(
-        self, max_key_size: int = DEFAULT_MAX_KEY_SIZE, max_value_size: int = DEFAULT_MAX_VALUE_SIZE
-    ) -> None:
-        self.max_key_size = max_key_size
-        self.max_value_size = max_value_size
+    __slots__ = (
+        "_after",
+        "_body",
+        "_buf",
+        "_chunks",
+        "_filled",
+        "_pos",
+        "_size",
+        "direct_buffer",
+        "large_value",
+    )
+
+    #: Gather into one exactly-sized bytearray, handed over as the value (else join the pieces into
+    #: a bytes object at the end).
+    _exact_body = False
+
+    def __init__(self, large_value: int) -> None:
+        self.large_value = max(1, large_value)
         self._buf: bytes | bytearray = b""
         self._pos = 0
+        self._size = 0
+        self._filled = 0
+        self._chunks: list[bytes] = []
+        self._body: bytearray | None = None
+        self._after: bytes | bytearray = b""
+        #: None, or a writable memoryview: the part of a large value still to come, once the decoder
+        #: holds the value's own buffer. A caller may read straight into it (``sock.recv_into``) and
+        #: report the count with :meth:`direct_received`, instead of :meth:`feed`: the bytes are then
+        #: never copied. Read into it at most its length (recv_into's default), so that only the
+        #: value's bytes land there; whatever follows the value comes through :meth:`feed`.
+        self.direct_buffer: memoryview | None = None
+
+    def _buffered_body(self) -> int:
+        return self._filled + len(self._after) if self._size else 0
+
+    @property
+    def buffered_capacity(self) -> int:
+        """Bytes of memory this decoder holds: input not yet returned as an event, and the last
+        buffer fed if it was small.
+
+        At most :data:`KEEP_DECODED` once everything fed has been decoded (and :meth:`next_event` has
+        said :data:`NEED_DATA`), whatever the size of what came before.
+        """
+        held = _held(self._buf) + _held(self._after) + sum(map(len, self._chunks))
+        return held + (len(self._body) if self._body is not None else 0)
+
+    def direct_received(self, count: int) -> None:
+        """``count`` bytes were written at the start of :attr:`direct_buffer` (e.g. by recv_into)."""
+        view = self.direct_buffer
+        if view is None or not 0 <= count <= len(view):
+            raise ValueError(f"direct_received({count}) without that much room in direct_buffer")
+        self._filled += count
+        self.direct_buffer = view[count:] if count < len(view) else None
+
+    def _begin_body(self, buf: bytes | bytearray, start: int, size: int) -> _NeedData:
+        """Gather the ``size``-byte value that starts at ``buf[start]`` and does not end in ``buf``."""
+        self._size = size
+        self._filled = 0
+        self._buf = b""
+        self._pos = -1
+        self._feed_body(memoryview(buf)[start:])
+        return NEED_DATA
+
+    def _feed_body(self, data: bytes | bytearray | memoryview) -> None:
+        """Bytes that arrive while a value is gathered: the value's part, then the rest to ``_after``."""
+        size = self._size
+        filled = self._filled
+        count = len(data)
+        take = min(count, size - filled)
+        if take:
+            room = self.direct_buffer  # the unfilled part of the value's buffer, once there is one
+            if room is None and (not self._exact_body or 2 * (filled + take) < size):
+                # A piece of its own (the caller's bytes object itself when it is all value).
+                self._chunks.append(data if take == count and type(data) is bytes else bytes(data[:take]))
+            else:
+                if room is None:
+                    # Half is here: from now on the value has its own buffer. Peak: the pieces (under
+                    # half) and the buffer, for the time of this copy. Written through a memoryview:
+                    # assigning to a slice of the bytearray itself would copy each piece first.
+                    self._body = bytearray(size)
+                    view = memoryview(self._body)
+                    at = 0
+                    for chunk in self._chunks:
+                        view[at : at + len(chunk)] = chunk
+                        at += len(chunk)
+                    self._chunks = []
+                    room = view[filled:]
+                room[:take] = data if take == count else memoryview(data)[:take]
+                self.direct_buffer = room[take:] if filled + take < size else None
+            self._filled = filled + take
+        if take < count:
+            rest = bytes(data[take:])
+            self._after = rest if not self._after else _append(self._after, 0, rest)[0]
+
+    def _partial(self, buf: bytes | bytearray, pos: int, end: int) -> _NeedData:
+        """NEED_DATA for the incomplete frame at ``buf[pos:]``: keep its bytes only, not the whole
+        read they end (a connection may stay idle there)."""
+        if pos and end > KEEP_DECODED:
+            if type(buf) is bytearray:
+                del buf[:pos]
+            else:
+                self._buf = bytearray(memoryview(buf)[pos:])  # what the next feed would make of it
+            self._pos = 0
+        return NEED_DATA
+
+    def _take_body(self) -> bytes | bytearray | None:
+        """The gathered value once complete (the decoder back to framing what followed it), or None."""
+        if self._filled < self._size:
+            return None
+        value: bytes | bytearray
+        if self._body is not None:
+            value = self._body
+            self._body = None
+        else:
+            value = b"".join(self._chunks)
+            self._chunks = []
+        self._size = self._filled = 0
+        self.direct_buffer = None
+        self._buf = self._after
+        self._after = b""
+        self._pos = 0
+        return value
+
+
+class RequestDecoder(_Receiver):
+    """Incremental decoder of the requests a client sends to a node.
+
+    A PUT value of at least ``large_value`` bytes that spans reads is yielded as the ``bytearray`` it
+    was gathered in (see :class:`Request`); while it is gathered, :attr:`direct_buffer` may offer its
+    unfilled part to read into.
+    """
+
+    __slots__ = ("_closed", "_key", "max_key_size", "max_value_size")
+
+    _exact_body = True
+
+    def __init__(
+        self,
+        max_key_size: int = DEFAULT_MAX_KEY_SIZE,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        large_value: int = LARGE_VALUE,
+    ) -> None:
+        super().__init__(large_value)
+        self.max_key_size = max_key_size
+        self.max_value_size = max_value_size
         self._closed = False
+        self._key = b""
 
     @property
     def buffered(self) -> int:
-        """Bytes received and not yet decoded."""
-        return len(self._buf) - self._pos
+        """Bytes received and not yet decoded (a value being gathered counts from its first byte)."""
+        return len(self._buf) - self._pos if self._pos >= 0 else self._buffered_body()
 
     @property
     def closed(self) -> bool:
@@ -186,14 +361,16 @@ class RequestDecoder:
         return self._closed
 
     def feed(self, data: bytes) -> None:
-        if self._closed:
-            return
-        if self._pos >= len(self._buf):
+        pos = self._pos
+        if pos >= len(self._buf):
             # Everything buffered was decoded (the common case): take the new bytes as they are.
             self._buf = data
             self._pos = 0
-        else:
-            self._buf, self._pos = _append(self._buf, self._pos, data)
+        elif pos >= 0:
+            self._buf, self._pos = _append(self._buf, pos, data)
+        elif self._size:
+            self._feed_body(data)
+        # else closed: ignored
 
     def _discard(self, reason: str) -> FrameError:
         self._buf = b""
@@ -202,7 +379,7 @@ class RequestDecoder:
 
     def _fatal(self, reason: str) -> FrameError:
         self._buf = b""
-        self._pos = 0
+        self._pos = -1  # with no value being gathered: feed ignores everything, next_event says NEED_DATA
         self._closed = True
         return FrameError(reason, True)
 
@@ -220,19 +397,23 @@ class RequestDecoder:
                 key_end = pos + 9 + klen
                 if op != PUT:
                     if end < key_end:
-                        return NEED_DATA
+                        return self._partial(buf, pos, end)
                     self._pos = key_end
                     key = buf[pos + 9 : key_end]
                     # A partial frame lives in a bytearray; requests always carry bytes.
                     return _new_request(Request, (op, key if type(key) is bytes else bytes(key), b""))
                 if end < key_end + 4:
-                    return NEED_DATA
+                    return self._partial(buf, pos, end)
                 vlen = _unpack_u32(buf, key_end)[0]
                 if vlen > self.max_value_size:
                     return self._fatal(f"value length {vlen} exceeds the maximum of {self.max_value_size}")
                 stop = key_end + 4 + vlen
                 if end < stop:
-                    return NEED_DATA
+                    if vlen >= self.large_value:
+                        key = buf[pos + 9 : key_end]
+                        self._key = key if type(key) is bytes else bytes(key)
+                        return self._begin_body(buf, key_end + 4, vlen)
+                    return self._partial(buf, pos, end)
                 self._pos = stop
                 key = buf[pos + 9 : key_end]
                 value = buf[key_end + 4 : stop]
@@ -240,20 +421,29 @@ class RequestDecoder:
                     key, value = bytes(key), bytes(value)
                 return _new_request(Request, (PUT, key, value))
         elif pos == end:
-            return NEED_DATA  # everything decoded: the usual end of a read, without another call
+            if end > 4096:  # KEEP_DECODED; a literal, this is the end of every read
+                # Everything decoded: let the buffer go, so an idle connection holds no large read.
+                self._buf = b""
+                self._pos = 0
+            return NEED_DATA  # the usual end of a read, without another call
         return self._next_slow(buf, pos, end)
 
     def _next_slow(self, buf: bytes | bytearray, pos: int, end: int) -> Request | FrameError | _NeedData:
-        """Short frames (PING, STATS, INFO), incomplete headers and bad headers."""
-        if self._closed:
-            return NEED_DATA
+        """Short frames (PING, STATS, INFO), incomplete headers and bad headers; a gathered value."""
+        if pos < 0:
+            if self._size:
+                value = self._take_body()
+                if value is not None:
+                    key, self._key = self._key, b""
+                    return _new_request(Request, (PUT, key, value))
+            return NEED_DATA  # the value is incomplete, or the decoder is closed
         avail = end - pos
         if avail < 5:
             # Reject a header as soon as its bytes can no longer be a prefix of "KVS\x01", so a
             # client that sent a few stray bytes gets its answer instead of waiting forever.
             if avail and buf[pos:end] != HEADER_V1[:avail]:
                 return self._discard(_describe_bad_header(bytes(buf[pos:end])))
-            return NEED_DATA
+            return self._partial(buf, pos, end)
         if not buf.startswith(HEADER_V1, pos):
             return self._discard(_describe_bad_header(bytes(buf[pos : pos + 4])))
         op = buf[pos + 4]
@@ -261,42 +451,59 @@ class RequestDecoder:
             self._pos = pos + 5
             return _new_request(Request, (op, b"", b""))
         if op in _KEYED_OPS or op == PUT:
-            return NEED_DATA  # fewer than 9 bytes: the key length is not here yet
+            return self._partial(buf, pos, end)  # fewer than 9 bytes: the key length is not here yet
         return self._discard(_describe_bad_op(op))
 
 
-class ResponseDecoder:
+class ResponseDecoder(_Receiver):
     """Incremental decoder of the responses a node sends back (used by clients and peers).
 
     A response that breaks the protocol raises :class:`RemoteProtocolError`: unlike a node, a client
     cannot answer garbage, and the connection is no longer usable.
+
+    Values are always ``bytes``. One of at least ``large_value`` bytes that spans reads is kept as
+    the pieces that arrive and joined once when complete (a peak of twice its size, for that moment;
+    a ``bytes`` object cannot be filled in place), never in a growing frame buffer; the buffer of a
+    complete answer is let go as it is decoded.
     """
 
-    __slots__ = ("_buf", "_pos", "max_value_size")
+    __slots__ = ("_status", "max_value_size")
 
-    def __init__(self, max_value_size: int = U32_MAX) -> None:
+    def __init__(self, max_value_size: int = U32_MAX, large_value: int = LARGE_VALUE) -> None:
+        super().__init__(large_value)
         self.max_value_size = max_value_size
-        self._buf: bytes | bytearray = b""
-        self._pos = 0
+        self._status = 0
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        return len(self._buf) - self._pos if self._pos >= 0 else self._buffered_body()
 
     def feed(self, data: bytes) -> None:
-        if self._pos >= len(self._buf):
+        pos = self._pos
+        if pos >= len(self._buf):
             self._buf = data
             self._pos = 0
+        elif pos >= 0:
+            self._buf, self._pos = _append(self._buf, pos, data)
         else:
-            self._buf, self._pos = _append(self._buf, self._pos, data)
+            self._feed_body(data)
 
     def next_event(self) -> Response | _NeedData:
         buf = self._buf
         pos = self._pos
-        avail = len(buf) - pos
+        end = len(buf)
+        avail = end - pos
         if avail < RESPONSE_HEADER_SIZE:
+            if pos < 0:
+                value = self._take_body()  # bytes: this decoder joins the pieces
+                return NEED_DATA if value is None else Response(self._status, cast(bytes, value))
             if avail and buf[pos : pos + min(avail, 4)] != HEADER_V1[: min(avail, 4)]:
                 raise RemoteProtocolError(_describe_bad_header(bytes(buf[pos : pos + 4])))
+            if avail:
+                return self._partial(buf, pos, end)
+            if end:
+                self._buf = b""
+                self._pos = 0
             return NEED_DATA
         if buf[pos : pos + 4] != HEADER_V1:
             raise RemoteProtocolError(_describe_bad_header(bytes(buf[pos : pos + 4])))
@@ -305,10 +512,19 @@ class ResponseDecoder:
         if vlen > self.max_value_size:
             raise RemoteProtocolError(f"response value length {vlen} exceeds {self.max_value_size}")
         stop = pos + RESPONSE_HEADER_SIZE + vlen
-        if len(buf) < stop:
-            return NEED_DATA
-        self._pos = stop
-        return Response(status, bytes(buf[pos + RESPONSE_HEADER_SIZE : stop]))
+        if end < stop:
+            if vlen >= self.large_value:
+                self._status = status
+                return self._begin_body(buf, pos + RESPONSE_HEADER_SIZE, vlen)
+            return self._partial(buf, pos, end)
+        value = bytes(buf[pos + RESPONSE_HEADER_SIZE : stop])
+        if stop == end:
+            # Let the buffer go now: a client decodes one answer per call and may then sit idle.
+            self._buf = b""
+            self._pos = 0
+        else:
+            self._pos = stop
+        return Response(status, value)
 
 
 def encode_request(op: int, key: bytes = b"", value: bytes = b"") -> bytes:

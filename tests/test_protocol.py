@@ -3,7 +3,9 @@ and arbitrary splits and arbitrary bytes (hypothesis)."""
 
 from __future__ import annotations
 
+import random
 import struct
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -11,6 +13,8 @@ from hypothesis import strategies as st
 
 from funnelkvs.errors import LocalProtocolError, RemoteProtocolError
 from funnelkvs.protocol import (
+    KEEP_DECODED,
+    LARGE_VALUE,
     NEED_DATA,
     FrameError,
     Op,
@@ -221,9 +225,9 @@ def test_one_byte_at_a_time(reqs: list[Request]) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.binary(max_size=64), max_size=20))
-def test_arbitrary_bytes_never_crash_and_stay_bounded(chunks: list[bytes]) -> None:
-    decoder = RequestDecoder(max_key_size=32, max_value_size=32)
+@given(st.lists(st.binary(max_size=64), max_size=20), st.sampled_from([1, 8, LARGE_VALUE]))
+def test_arbitrary_bytes_never_crash_and_stay_bounded(chunks: list[bytes], large_value: int) -> None:
+    decoder = RequestDecoder(max_key_size=32, max_value_size=32, large_value=large_value)
     fed = 0
     for chunk in chunks:
         decoder.feed(chunk)
@@ -251,3 +255,245 @@ def test_responses_round_trip_under_any_split(responses: list[tuple[Status, byte
         while (event := decoder.next_event()) is not NEED_DATA:
             got.append(event)  # type: ignore[arg-type]
     assert got == [Response(int(s), v) for s, v in responses]
+
+
+# --- memory: large values, released buffers ----------------------------------------------------------
+
+MIB = 1 << 20
+#: What the node reads at most per call (funnelkvs.node.RECV_SIZE).
+NODE_READ = 256 * 1024
+
+
+def feed_stream(
+    decoder: RequestDecoder, wire: bytes, sizes: list[int], direct: bool
+) -> list[Request | FrameError]:
+    """Hand ``wire`` to ``decoder`` in reads of the given sizes (cycled; a size of 0 reads 1 byte),
+    decoding after each read. With ``direct``, read into :attr:`direct_buffer` whenever it is offered,
+    as the node does (at most its length, as recv_into does)."""
+    events: list[Request | FrameError] = []
+    at = i = 0
+    while at < len(wire):
+        size = max(1, sizes[i % len(sizes)]) if sizes else len(wire)
+        i += 1
+        target = decoder.direct_buffer if direct else None
+        if target is not None:
+            count = min(size, len(target), len(wire) - at)
+            target[:count] = wire[at : at + count]
+            decoder.direct_received(count)
+        else:
+            count = min(size, len(wire) - at)
+            decoder.feed(wire[at : at + count])
+        at += count
+        events += decode_all(decoder)
+    return events
+
+
+big_values = st.binary(min_size=0, max_size=300)
+requests_with_big_values = st.one_of(
+    st.builds(Request, st.sampled_from([Op.GET, Op.DELETE]), keys, st.just(b"")),
+    st.builds(Request, st.just(Op.PUT), keys, big_values),
+    st.builds(Request, st.sampled_from([Op.PING, Op.STATS]), st.just(b""), st.just(b"")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(requests_with_big_values, max_size=12),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=30),
+    st.integers(min_value=1, max_value=64),
+    st.booleans(),
+)
+def test_large_values_decode_the_same_under_any_split_and_leave_nothing_held(
+    reqs: list[Request], sizes: list[int], large_value: int, direct: bool
+) -> None:
+    """Values past ``large_value`` are gathered by themselves (pieces, then an exact buffer, perhaps
+    read into directly): the requests are the same as with any other split, and once everything is
+    decoded the decoder holds no more than a small last read."""
+    wire = b"".join(encode_request(*r) for r in reqs)
+    decoder = RequestDecoder(large_value=large_value)
+    events = feed_stream(decoder, wire, sizes, direct)
+    assert events == [Request(int(r.op), r.key, r.value) for r in reqs]
+    for event, request in zip(events, reqs, strict=True):
+        assert isinstance(event, Request)
+        assert type(event.key) is bytes
+        if len(request.value) >= large_value:
+            assert type(event.value) in (bytes, bytearray)
+        else:
+            assert type(event.value) is bytes
+    assert decoder.buffered == 0
+    assert decoder.buffered_capacity <= KEEP_DECODED
+    assert decoder.direct_buffer is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(list(Status)), big_values), max_size=12),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=30),
+    st.integers(min_value=1, max_value=64),
+)
+def test_large_responses_decode_the_same_under_any_split(
+    responses: list[tuple[Status, bytes]], sizes: list[int], large_value: int
+) -> None:
+    wire = b"".join(encode_response(s, v) for s, v in responses)
+    decoder = ResponseDecoder(large_value=large_value)
+    got: list[Response] = []
+    at = i = 0
+    while at < len(wire):
+        size = max(1, sizes[i % len(sizes)]) if sizes else len(wire)
+        i += 1
+        decoder.feed(wire[at : at + size])
+        at += size
+        while (event := decoder.next_event()) is not NEED_DATA:
+            got.append(event)  # type: ignore[arg-type]
+    assert got == [Response(int(s), v) for s, v in responses]
+    assert all(type(r.value) is bytes for r in got)
+    assert decoder.buffered == 0 and decoder.buffered_capacity == 0
+
+
+def test_bytes_after_a_gathered_value_are_framed_in_order() -> None:
+    """A read that ends one large value and carries the next frames: the rest is decoded after it,
+    whether the value was still in pieces or already in its own buffer."""
+    first = encode_request(Op.PUT, b"a", b"1" * 100)
+    after = encode_request(Op.GET, b"a") + encode_request(Op.PUT, b"b", b"2" * 100) + encode_request(Op.PING)
+    for cut in (20, 70, 100):  # under half of the first value, over half, nearly all
+        decoder = RequestDecoder(large_value=50)
+        decoder.feed(first[:cut])
+        assert decode_all(decoder) == []
+        decoder.feed(first[cut:] + after[:30])
+        decoder.feed(after[30:])  # more before decoding: appended after the value's rest
+        assert decode_all(decoder) == [
+            Request(Op.PUT, b"a", b"1" * 100),
+            Request(Op.GET, b"a"),
+            Request(Op.PUT, b"b", b"2" * 100),
+            Request(Op.PING),
+        ]
+        assert decoder.buffered == 0 and decoder.buffered_capacity <= KEEP_DECODED
+
+
+def test_a_large_value_gathered_holds_at_most_twice_what_arrived() -> None:
+    """While a large value arrives the decoder holds its pieces, then (from half on) one buffer of
+    exactly its length: never more than twice what was received, whatever the header announced."""
+    size = 4 * MIB
+    wire = encode_request(Op.PUT, b"k", bytes(size))
+    decoder = RequestDecoder()
+    decoder.feed(wire[:13])  # the header announces 4 MiB; nothing of it is allocated yet
+    assert decoder.next_event() is NEED_DATA
+    assert decoder.buffered_capacity < 100
+    at = 13
+    while at < len(wire):
+        decoder.feed(wire[at : at + NODE_READ])
+        at += NODE_READ
+        received = min(at, len(wire)) - 14
+        if at < len(wire):
+            assert decoder.next_event() is NEED_DATA
+            assert received <= decoder.buffered_capacity <= 2 * received
+            assert decoder.buffered == min(at, len(wire)) - 14
+    (event,) = decode_all(decoder)
+    assert event == Request(Op.PUT, b"k", bytes(size))
+    assert decoder.buffered_capacity == 0
+
+
+def test_idle_decoder_lets_a_large_read_go_once_decoded() -> None:
+    """The bytes of a read are let go once all of it is decoded, not kept until the next read (a read
+    of small frames can be as large as the node's 256 KiB read buffer)."""
+    decoder = RequestDecoder()
+    decoder.feed(encode_request(Op.PUT, b"k", b"v" * 1000) * 100 + encode_request(Op.GET, b"k")[:5])
+    assert len(decode_all(decoder)) == 100
+    assert decoder.buffered_capacity < 64  # the partial header only
+    decoder.feed(encode_request(Op.GET, b"k")[5:])
+    assert decode_all(decoder) == [Request(Op.GET, b"k")]
+    assert decoder.buffered_capacity <= KEEP_DECODED
+    decoder.feed(encode_request(Op.PING) * 2000)
+    assert len(decode_all(decoder)) == 2000
+    assert decoder.buffered_capacity == 0
+
+
+def test_direct_received_refuses_more_than_the_room_offered() -> None:
+    decoder = RequestDecoder(large_value=16)
+    with pytest.raises(ValueError):
+        decoder.direct_received(1)  # no value being gathered
+    decoder.feed(encode_request(Op.PUT, b"k", b"x" * 100)[:70])  # over half of the value: exact buffer
+    assert decoder.next_event() is NEED_DATA
+    room = decoder.direct_buffer
+    assert room is not None and len(room) == 100 - (70 - 14)
+    with pytest.raises(ValueError):
+        decoder.direct_received(len(room) + 1)
+    room[:] = b"y" * len(room)
+    decoder.direct_received(len(room))
+    assert decoder.direct_buffer is None
+    assert decoder.next_event() == Request(Op.PUT, b"k", b"x" * 56 + b"y" * 44)
+
+
+def node_like_receive(
+    decoder: RequestDecoder, wire: memoryview, recv_buffer: bytearray
+) -> list[Request | FrameError]:
+    """What Node._on_client_event does with ``wire`` arriving in reads of at most 256 KiB: read into
+    the decoder's direct buffer when it offers one, else into its own fixed buffer, copied out as
+    bytes. (``wire`` is a memoryview, so that the harness itself copies nothing.)"""
+    view = memoryview(recv_buffer)
+    events: list[Request | FrameError] = []
+    at = 0
+    while at < len(wire):
+        direct = decoder.direct_buffer
+        target = view if direct is None else direct
+        count = min(len(target), len(wire) - at)
+        target[:count] = wire[at : at + count]
+        at += count
+        if direct is None:
+            decoder.feed(view[:count].tobytes())
+        else:
+            decoder.direct_received(count)
+        events += decode_all(decoder)
+    del direct, target
+    return events
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["read-into-direct-buffer", "feed-only"])
+def test_receiving_16_mib_peaks_at_one_and_a_half_times_the_value(direct: bool) -> None:
+    """Receiving one 16 MiB PUT the node's way allocates at most 1.5x the value plus a constant
+    (before: frame buffer, a slice and a bytes copy, about 3x), hands the value over as its own
+    buffer, and keeps nothing once it is decoded."""
+    size = 16 * MIB
+    wire = encode_request(Op.PUT, b"big", random.Random(6).randbytes(size))
+    decoder = RequestDecoder()
+    recv_buffer = bytearray(NODE_READ)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        if direct:
+            events = node_like_receive(decoder, memoryview(wire), recv_buffer)
+        else:  # each read a new bytes object, as the node's copy out of its read buffer is
+            events = feed_stream(decoder, wire, [NODE_READ], direct=False)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    (event,) = events
+    assert isinstance(event, Request)
+    assert event.value == wire[-size:]
+    assert isinstance(event.value, bytearray) and len(event.value) == size
+    assert peak <= 1.5 * size + 2 * NODE_READ + 64 * 1024, f"peak {peak / MIB:.2f} MiB"
+    assert decoder.buffered_capacity == 0
+
+
+def test_receiving_a_16_mib_response_peaks_at_twice_the_value() -> None:
+    """The client side yields bytes, so one copy is unavoidable: pieces, then one join."""
+    size = 16 * MIB
+    wire = encode_response(Status.SUCCESS, random.Random(7).randbytes(size))
+    decoder = ResponseDecoder()
+    chunk = 64 * 1024  # what the client reads per call
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        got = []
+        for at in range(0, len(wire), chunk):
+            decoder.feed(wire[at : at + chunk])
+            while (event := decoder.next_event()) is not NEED_DATA:
+                got.append(event)
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert got == [Response(Status.SUCCESS, wire[9:])]
+    assert peak <= 2 * size + 4 * chunk + 64 * 1024, f"peak {peak / MIB:.2f} MiB"
+    assert decoder.buffered_capacity == 0
