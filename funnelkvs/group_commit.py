@@ -51,11 +51,11 @@ class WriteBatch:
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
-        self.writes: list[tuple[bytes, bytes | None]] = []
+        self.writes: list[tuple[bytes, bytes | bytearray | None]] = []
         self.waiters: list[Any] = []
 
 
-def apply_batch(backend: StorageBackend, writes: list[tuple[bytes, bytes | None]]) -> float:
+def apply_batch(backend: StorageBackend, writes: list[tuple[bytes, bytes | bytearray | None]]) -> float:
     """Apply ``writes`` in order, then one ``sync()`` (storage thread); returns the sync's duration in
     seconds. Raises the first error: after a failed write the batch is still synced (the backends
     abandon a batch with a failed write there), so that nothing of it stays half-open in the backend."""
@@ -98,7 +98,7 @@ class GroupCommit:
         self._on_committed = on_committed
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="funnelkvs-storage")
         #: Writes not yet committed: key -> (value or None for a delete, seq of the batch).
-        self.pending: dict[bytes, tuple[bytes | None, int]] = {}
+        self.pending: dict[bytes, tuple[bytes | bytearray | None, int]] = {}
         self._filling = WriteBatch(1)
         self._in_flight: WriteBatch | None = None
         #: Waiters the last commit answered that have not come back yet (see "Cohorts").
@@ -107,7 +107,7 @@ class GroupCommit:
         self._delay_timer: TimerHandle | None = None
         self._last_sync = 0.0
 
-    def write(self, key: bytes, value: bytes | None) -> None:
+    def write(self, key: bytes, value: bytes | bytearray | None) -> None:
         """Add a put (or, with None, a delete) to the filling batch."""
         batch = self._filling
         batch.writes.append((key, value))
@@ -156,11 +156,13 @@ class GroupCommit:
         self._on_committed(batch, error)
         self.flush()
 
-    def read(self, key: bytes, on_done: Callable[[bytes | None, BaseException | None], None]) -> None:
+    def read(
+        self, key: bytes, on_done: Callable[[bytes | bytearray | None, BaseException | None], None]
+    ) -> None:
         """``backend.get_waiting(key)`` on the storage thread; ``on_done(value, error)`` on the loop."""
         future = self._thread.submit(self.backend.get_waiting, key)
 
-        def report(done: Future[bytes | None]) -> None:
+        def report(done: Future[bytes | bytearray | None]) -> None:
             error = done.exception()
             self.loop.call_soon_threadsafe(on_done, None if error else done.result(), error)
 

@@ -105,7 +105,7 @@ class ClientConnection:
         self.sock = sock
         self.address = address
         self.decoder = decoder
-        self.out: list[bytes] = []
+        self.out: list[bytes | bytearray] = []
         self.out_size = 0
         #: The selector events currently registered (to avoid redundant epoll_ctl calls).
         self.events = EVENT_READ
@@ -149,7 +149,7 @@ class Node:
         if backend.blocking or backend.durable:
             self._commit = GroupCommit(backend, self.loop, self._on_committed)
         #: Writes not yet committed (always empty without a storage thread); GET reads them first.
-        self._pending: dict[bytes, tuple[bytes | None, int]] = (
+        self._pending: dict[bytes, tuple[bytes | bytearray | None, int]] = (
             {} if self._commit is None else self._commit.pending
         )
         self._max_output = settings.limits.max_output_buffer
@@ -433,6 +433,7 @@ class Node:
                     break
                 continue
             op, key, value = event  # type: ignore[misc]
+            answer: bytes | bytearray
             try:
                 if op == GET:
                     if pending:
@@ -557,7 +558,9 @@ class Node:
             if not conn.waiting:
                 self._release(conn)
 
-    def _on_read(self, conn: ClientConnection, found: bytes | None, error: BaseException | None) -> None:
+    def _on_read(
+        self, conn: ClientConnection, found: bytes | bytearray | None, error: BaseException | None
+    ) -> None:
         """A GET the storage thread answered (see StorageBusy in _answer)."""
         conn.waiting -= 1
         if not conn.failed:

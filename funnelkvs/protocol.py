@@ -102,14 +102,13 @@ class Request(NamedTuple):
     ``value`` is ``bytes``, except a value the decoder gathered by itself (at least
     :data:`LARGE_VALUE` bytes, spanning reads): that one is the ``bytearray`` it was received into,
     handed over (the decoder keeps no reference to it), so that it is never copied into a ``bytes``.
-    It is annotated ``bytes`` because the storage interface (``StorageBackend.put``) is; every
-    backend and encoder takes any bytes-like value (a backend that keeps values it did not copy
-    must not assume they are hashable).
+    Every backend (``StorageBackend.put``) and encoder takes it as it is; a backend that keeps values
+    it did not copy must not assume they are hashable.
     """
 
     op: int
     key: bytes = b""
-    value: bytes = b""
+    value: bytes | bytearray = b""
 
 
 class Response(NamedTuple):

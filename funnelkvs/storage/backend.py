@@ -49,17 +49,19 @@ class StorageBackend(abc.ABC):
     blocking: ClassVar[bool] = False
 
     @abc.abstractmethod
-    def get(self, key: bytes) -> bytes | None:
-        """The value stored under ``key``, or None."""
+    def get(self, key: bytes) -> bytes | bytearray | None:
+        """The value stored under ``key``, or None (a ``bytearray`` only if one was stored)."""
 
-    def get_waiting(self, key: bytes) -> bytes | None:
+    def get_waiting(self, key: bytes) -> bytes | bytearray | None:
         """Like :meth:`get`, called on the storage thread after ``get`` raised StorageBusy: it may
         wait (up to the backend's own timeout). The default is ``get``."""
         return self.get(key)
 
     @abc.abstractmethod
-    def put(self, key: bytes, value: bytes) -> None:
-        """Store ``value`` under ``key``, replacing any earlier value."""
+    def put(self, key: bytes, value: bytes | bytearray) -> None:
+        """Store ``value`` under ``key``, replacing any earlier value. A ``bytearray`` value (a large
+        value as the node received it) is handed over: nobody changes it afterwards, so a backend may
+        keep it as it is; it is not hashable."""
 
     @abc.abstractmethod
     def delete(self, key: bytes) -> bool:

@@ -102,7 +102,7 @@ class LmdbBackend(StorageBackend):
         #: Held by every transaction of a thread that does not own ``_wtxn`` and by set_mapsize.
         self._map_lock = threading.Lock()
         #: Writes since the last commit, replayed when a full map aborts their transaction.
-        self._pending: list[tuple[bytes, bytes | None]] = []
+        self._pending: list[tuple[bytes, bytes | bytearray | None]] = []
         self._pending_bytes = 0
         self._failure: BaseException | None = None
         self._datadir: DataDir = claim(self.path, self.name, FORMAT_VERSION, read_only=read_only)
@@ -220,13 +220,13 @@ class LmdbBackend(StorageBackend):
 
     # --- writes ---------------------------------------------------------------------------------------
 
-    def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes | bytearray) -> None:
         self._write(key, value)
 
     def delete(self, key: bytes) -> bool:
         return self._write(key, None)
 
-    def _write(self, key: bytes, value: bytes | None) -> bool:
+    def _write(self, key: bytes, value: bytes | bytearray | None) -> bool:
         self._check_usable()
         if self.read_only:
             raise StorageError(f"lmdb: {self.path} is open read-only")
@@ -258,7 +258,7 @@ class LmdbBackend(StorageBackend):
             self._pending_bytes += len(key) + (0 if value is None else len(value))
         return existed
 
-    def _apply(self, txn: lmdb.Transaction[memoryview], key: bytes, value: bytes | None) -> bool:
+    def _apply(self, txn: lmdb.Transaction[memoryview], key: bytes, value: bytes | bytearray | None) -> bool:
         """Put (or, with None, delete) one key in ``txn``, keeping the counters; whether it existed."""
         digest = ring_digest(key)
         bucket = txn.get(digest, db=self._entries)
@@ -281,7 +281,7 @@ class LmdbBackend(StorageBackend):
             self._size -= old_length
             return True
         if others:
-            others.append((key, value))
+            others.append((key, bytes(value)))
             others.sort()
             txn.put(digest, _encode_bucket(others), db=self._entries)
         else:

@@ -25,7 +25,7 @@ class MemoryBackend(StorageBackend):
     durable = False
 
     def __init__(self) -> None:
-        self._data: dict[bytes, bytes] = {}
+        self._data: dict[bytes, bytes | bytearray] = {}
         self._index = SortedList()
         self._size = 0
         self._closed = False
@@ -35,10 +35,10 @@ class MemoryBackend(StorageBackend):
         if type(self).get is MemoryBackend.get:
             self.get = self._data.get  # type: ignore[method-assign,assignment]
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes) -> bytes | bytearray | None:
         return self._data.get(key)
 
-    def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes | bytearray) -> None:
         old = self._data.get(key)
         if old is None:
             self._index.add(ring_digest(key) + key)
@@ -63,7 +63,7 @@ class MemoryBackend(StorageBackend):
                 key = entry[POSITION_BYTES:]
                 value = self._data.get(key)
                 if value is not None:
-                    yield key, value
+                    yield key, bytes(value)  # no copy for bytes; a scan yields bytes
 
     def count(self) -> int:
         return len(self._data)

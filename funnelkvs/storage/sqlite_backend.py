@@ -176,7 +176,7 @@ class SqliteBackend(StorageBackend):
         #: An error from a queued write of the open batch: the next sync() must fail.
         self._failure: BaseException | None = None
         #: Writes the read connection may not see yet: stored key -> value, None for a delete.
-        self._overlay: dict[bytes, bytes | None] = {}
+        self._overlay: dict[bytes, bytes | bytearray | None] = {}
         #: The counters last read by count()/size(), answered while the file is locked.
         self._last_counters = (0, 0)
         #: The thread that wrote the open batch: its count()/size() include that batch.
@@ -464,10 +464,8 @@ class SqliteBackend(StorageBackend):
 
     # --- writes ---------------------------------------------------------------------------------------
 
-    def put(self, key: bytes, value: bytes) -> None:
+    def put(self, key: bytes, value: bytes | bytearray) -> None:
         self._check_writable()
-        if isinstance(value, bytearray | memoryview):
-            value = bytes(value)  # the overlay must not change with the caller's buffer
         stored_key = ring_digest(key) + key
         self._send(_PUT, (stored_key, value))
         self._overlay[stored_key] = value
