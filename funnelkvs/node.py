@@ -27,10 +27,11 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from funnelkvs.errors import FunnelKVSError, StorageBusy
+from funnelkvs.errors import FunnelKVSError, RemoteProtocolError, StorageBusy
 from funnelkvs.group_commit import GroupCommit, WriteBatch
 from funnelkvs.keyspace import ring_digest
 from funnelkvs.loop import EVENT_READ, EVENT_READ_ANY, EVENT_WRITE, EventLoop, PeriodicTimer
@@ -57,6 +58,7 @@ from funnelkvs.protocol import (
     encode_response,
     stats_text,
 )
+from funnelkvs.protocol.v2 import V2Request, encode_v2_response, parse_key_value
 from funnelkvs.settings import Settings
 from funnelkvs.storage.backend import StorageBackend
 
@@ -153,6 +155,8 @@ class Node:
             {} if self._commit is None else self._commit.pending
         )
         self._max_output = settings.limits.max_output_buffer
+        #: v2 node-to-node and admin op -> handler(body) -> (status, answer body); see register_rpc.
+        self._rpc_handlers: dict[int, Callable[[bytes], tuple[int, bytes]]] = {}
         self._stopping = False
         self._stopped = threading.Event()
         self._exporters: list[Any] = []
@@ -419,20 +423,37 @@ class Node:
         requests = self.metrics.requests_by_op
         # Where this pass's first unsynced write answer starts: a failed sync cuts the output there.
         sync_mark = -1 if (conn.wants_sync or commit is None) else None
+        op: int
+        key: bytes
+        value: bytes | bytearray
         while size < cap:
             event = next_event()
             if event is NEED_DATA:
                 break
+            if type(event) is V2Request:
+                if sync_mark is None and (event.op == PUT or event.op == DELETE):
+                    sync_mark = len(out)  # before its answer: a failed sync cuts the output here
+                answered = self._answer_v2(conn, event)
+                if answered is None:
+                    break  # the storage thread answers it; later requests wait behind it
+                out.append(answered)
+                size += len(answered)
+                continue
             if type(event) is FrameError:
                 self.metrics.protocol_errors += 1
                 log.debug("client %s: %s", conn.address, event.reason)
-                out.append(RESPONSE_INVALID)
-                size += len(RESPONSE_INVALID)
+                invalid = (
+                    RESPONSE_INVALID
+                    if event.request_id is None
+                    else encode_v2_response(Status.INVALID_REQUEST, event.request_id, event.reason.encode())
+                )
+                out.append(invalid)
+                size += len(invalid)
                 if event.fatal:
                     conn.closing = True
                     break
                 continue
-            op, key, value = event  # type: ignore[misc]
+            op, key, value = event  # type: ignore[misc,assignment]  # a Request: the rest is handled
             answer: bytes | bytearray
             try:
                 if op == GET:
@@ -475,7 +496,7 @@ class Node:
                 # requests wait behind the answer, in order.
                 requests[op] += 1
                 conn.waiting += 1
-                commit.read(key, functools.partial(self._on_read, conn))  # type: ignore[union-attr]
+                commit.read(key, functools.partial(self._on_read, conn, -1))  # type: ignore[union-attr]
                 break
             except Exception:
                 log.exception("request op=%#04x from %s failed", op, conn.address)
@@ -493,6 +514,70 @@ class Node:
             commit.wait(conn)  # type: ignore[union-attr]
         if conn.waiting:
             self._hold(conn)
+
+    def _answer_v2(self, conn: ClientConnection, request: V2Request) -> bytes | bytearray | None:
+        """The answer to one v2 request (docs/protocol.md, "v2 frames"), or None when the storage
+        thread will answer it (the connection is then held). Node-to-node and admin ops go to the
+        handler registered for them (:meth:`register_rpc`)."""
+        op, request_id, body = request
+        self.metrics.requests_by_op[op] += 1
+        try:
+            if op == GET or op == PUT or op == DELETE:
+                key, value = parse_key_value(op, body)
+                if op == GET:
+                    entry = self._pending.get(key) if self._pending else None
+                    try:
+                        found = self.backend.get(key) if entry is None else entry[0]
+                    except StorageBusy:
+                        assert self._commit is not None  # only a blocking backend raises it
+                        self.conn_wait(conn)
+                        self._commit.read(key, functools.partial(self._on_read, conn, request_id))
+                        return None
+                    if found is None:
+                        return encode_v2_response(Status.NOT_FOUND, request_id)
+                    return encode_v2_response(_SUCCESS, request_id, found)
+                if self._commit is None:
+                    if op == PUT:
+                        self.backend.put(key, value)
+                    else:
+                        self.backend.delete(key)
+                else:
+                    self._commit.write(key, value if op == PUT else None)
+                return encode_v2_response(_SUCCESS, request_id)
+            if op == PING:
+                return encode_v2_response(_SUCCESS, request_id, b"pong")
+            if op == STATS:
+                text = stats_text(self.backend.count(), self.backend.size())
+                return encode_v2_response(_SUCCESS, request_id, text)
+            if op == INFO:
+                return encode_v2_response(_SUCCESS, request_id, json.dumps(self.info()).encode())
+            handler = self._rpc_handlers.get(op)
+            if handler is None:
+                self.metrics.protocol_errors += 1
+                return encode_v2_response(
+                    Status.INVALID_REQUEST, request_id, f"unknown op {op:#04x}".encode()
+                )
+            status, answer = handler(bytes(body))  # no copy for bytes
+            return encode_v2_response(status, request_id, answer)
+        except RemoteProtocolError as exc:
+            self.metrics.protocol_errors += 1
+            return encode_v2_response(Status.INVALID_REQUEST, request_id, str(exc).encode())
+        except Exception:
+            log.exception("v2 request op=%#04x from %s failed", op, conn.address)
+            self.metrics.handler_errors += 1
+            return encode_v2_response(Status.SERVER_ERROR, request_id)
+
+    def conn_wait(self, conn: ClientConnection) -> None:
+        """``conn`` now waits for one more storage-thread job (it is held until they are all done)."""
+        conn.waiting += 1
+
+    def register_rpc(self, op: int, handler: Callable[[bytes], tuple[int, bytes]]) -> None:
+        """Answer v2 requests with op code ``op`` (0x10-0x3f, docs/protocol.md) by
+        ``handler(body) -> (status, answer body)``. The handler runs on the loop and must not block;
+        a RemoteProtocolError it raises answers INVALID_REQUEST, anything else SERVER_ERROR."""
+        if op in self._rpc_handlers:
+            raise FunnelKVSError(f"v2 op {op:#04x} already has a handler")
+        self._rpc_handlers[op] = handler
 
     def _flush(self, conn: ClientConnection) -> None:
         """Write as much output as the socket takes; while it drains completely and requests wait
@@ -559,19 +644,27 @@ class Node:
                 self._release(conn)
 
     def _on_read(
-        self, conn: ClientConnection, found: bytes | bytearray | None, error: BaseException | None
+        self,
+        conn: ClientConnection,
+        request_id: int,
+        found: bytes | bytearray | None,
+        error: BaseException | None,
     ) -> None:
-        """A GET the storage thread answered (see StorageBusy in _answer)."""
+        """A GET the storage thread answered (see StorageBusy in _answer); ``request_id`` -1 for v1."""
         conn.waiting -= 1
         if not conn.failed:
             if error is not None:
                 log.error("read for %s failed: %s", conn.address, error)
                 self.metrics.handler_errors += 1
-                answer = RESPONSE_SERVER_ERROR
+                status, body = Status.SERVER_ERROR, b""
             elif found is None:
-                answer = RESPONSE_NOT_FOUND
+                status, body = Status.NOT_FOUND, b""
             else:
-                answer = pack_head(HEADER_V1, _SUCCESS, len(found)) + found
+                status, body = Status.SUCCESS, bytes(found)
+            if request_id < 0:
+                answer = encode_response(status, body)
+            else:
+                answer = encode_v2_response(status, request_id, body)
             conn.out.append(answer)
             conn.out_size += len(answer)
         if not conn.waiting:

@@ -118,7 +118,7 @@ def test_bad_header_answers_invalid_and_keeps_serving(thread_node: ThreadNode) -
     with connect(thread_node) as s:
         s.sendall(b"HELLO")
         assert read_responses(s, 1) == [Response(Status.INVALID_REQUEST)]
-        s.sendall(b"KVS\x02\x04")
+        s.sendall(b"KVS\x03\x04")  # no version 3
         assert read_responses(s, 1) == [Response(Status.INVALID_REQUEST)]
         s.sendall(b"KVS\x01\x77")
         assert read_responses(s, 1) == [Response(Status.INVALID_REQUEST)]

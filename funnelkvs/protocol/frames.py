@@ -31,6 +31,7 @@ from funnelkvs.protocol.receiver import (
     _NeedData,
     _Receiver,
 )
+from funnelkvs.protocol.v2 import DEFAULT_MAX_BODY, HEADER_V2, V2_HEAD, V2_HEADER_SIZE, V2Request
 
 MAGIC: Final = b"KVS"
 VERSION_1: Final = 0x01
@@ -119,8 +120,11 @@ class FrameError(NamedTuple):
 
     reason: str
     fatal: bool
+    #: The request id of the v2 frame that broke the rules (answer it in v2), None for v1.
+    request_id: int | None = None
 
 
+_unpack_v2_head = V2_HEAD.unpack_from
 _U32 = struct.Struct(">I")
 _unpack_u32 = _U32.unpack_from
 #: magic+version, op, first length: the 9 bytes that start every keyed request.
@@ -136,8 +140,6 @@ RESPONSE_HEADER_SIZE: Final = 9
 def _describe_bad_header(head: bytes) -> str:
     if head[:3] != MAGIC[: len(head[:3])]:
         return f"bad magic {head[:3]!r} (expected b'KVS')"
-    if len(head) >= 4 and head[3] == VERSION_2:
-        return "protocol version 2 is reserved and not supported by this node yet"
     return f"unsupported protocol version {head[3]:#04x}"
 
 
@@ -156,7 +158,7 @@ class RequestDecoder(_Receiver):
     unfilled part to read into.
     """
 
-    __slots__ = ("_closed", "_key", "max_key_size", "max_value_size")
+    __slots__ = ("_closed", "_key", "_v2", "max_body", "max_key_size", "max_value_size")
 
     _exact_body = True
 
@@ -171,6 +173,10 @@ class RequestDecoder(_Receiver):
         self.max_value_size = max_value_size
         self._closed = False
         self._key = b""
+        #: (op, request id) of the v2 frame whose large body is being gathered, else None.
+        self._v2: tuple[int, int] | None = None
+        #: The largest v2 body accepted: a PUT of the largest key and value, with their lengths.
+        self.max_body = max(max_key_size + max_value_size + 8, DEFAULT_MAX_BODY)
 
     @property
     def buffered(self) -> int:
@@ -199,13 +205,13 @@ class RequestDecoder(_Receiver):
         self._pos = 0
         return FrameError(reason, False)
 
-    def _fatal(self, reason: str) -> FrameError:
+    def _fatal(self, reason: str, request_id: int | None = None) -> FrameError:
         self._buf = b""
         self._pos = -1  # with no value being gathered: feed ignores everything, next_event says NEED_DATA
         self._closed = True
-        return FrameError(reason, True)
+        return FrameError(reason, True, request_id)
 
-    def next_event(self) -> Request | FrameError | _NeedData:
+    def next_event(self) -> Request | V2Request | FrameError | _NeedData:
         buf = self._buf
         pos = self._pos
         end = len(buf)
@@ -250,22 +256,29 @@ class RequestDecoder(_Receiver):
             return NEED_DATA  # the usual end of a read, without another call
         return self._next_slow(buf, pos, end)
 
-    def _next_slow(self, buf: bytes | bytearray, pos: int, end: int) -> Request | FrameError | _NeedData:
+    def _next_slow(
+        self, buf: bytes | bytearray, pos: int, end: int
+    ) -> Request | V2Request | FrameError | _NeedData:
         """Short frames (PING, STATS, INFO), incomplete headers and bad headers; a gathered value."""
         if pos < 0:
             if self._size:
                 value = self._take_body()
                 if value is not None:
+                    if self._v2 is not None:
+                        (op, request_id), self._v2 = self._v2, None
+                        return V2Request(op, request_id, value)
                     key, self._key = self._key, b""
                     return _new_request(Request, (PUT, key, value))
             return NEED_DATA  # the value is incomplete, or the decoder is closed
         avail = end - pos
         if avail < 5:
-            # Reject a header as soon as its bytes can no longer be a prefix of "KVS\x01", so a
-            # client that sent a few stray bytes gets its answer instead of waiting forever.
-            if avail and buf[pos:end] != HEADER_V1[:avail]:
+            # Reject a header as soon as its bytes can no longer be a prefix of "KVS\x01" (or of
+            # "KVS\x02"), so a client that sent a few stray bytes gets its answer instead of waiting.
+            if avail and buf[pos:end] != HEADER_V1[:avail] and buf[pos:end] != HEADER_V2[:avail]:
                 return self._discard(_describe_bad_header(bytes(buf[pos:end])))
             return self._partial(buf, pos, end)
+        if buf.startswith(HEADER_V2, pos):
+            return self._next_v2(buf, pos, end)
         if not buf.startswith(HEADER_V1, pos):
             return self._discard(_describe_bad_header(bytes(buf[pos : pos + 4])))
         op = buf[pos + 4]
@@ -275,6 +288,24 @@ class RequestDecoder(_Receiver):
         if op in _KEYED_OPS or op == PUT:
             return self._partial(buf, pos, end)  # fewer than 9 bytes: the key length is not here yet
         return self._discard(_describe_bad_op(op))
+
+    def _next_v2(self, buf: bytes | bytearray, pos: int, end: int) -> V2Request | FrameError | _NeedData:
+        """A v2 frame (docs/protocol.md, "v2 frames"): yielded whole, whatever its op; the node
+        answers an op it does not know (the body length keeps the stream in step)."""
+        if end - pos < V2_HEADER_SIZE:
+            return self._partial(buf, pos, end)
+        _, op, request_id, length = _unpack_v2_head(buf, pos)
+        if length > self.max_body:
+            return self._fatal(f"v2 body length {length} exceeds the maximum of {self.max_body}", request_id)
+        start = pos + V2_HEADER_SIZE
+        stop = start + length
+        if end < stop:
+            if length >= self.large_value:
+                self._v2 = (op, request_id)
+                return self._begin_body(buf, start, length)
+            return self._partial(buf, pos, end)
+        self._pos = stop
+        return V2Request(op, request_id, bytes(buf[start:stop]))
 
 
 class ResponseDecoder(_Receiver):
@@ -364,7 +395,7 @@ def encode_request(op: int, key: bytes = b"", value: bytes = b"") -> bytes:
     raise LocalProtocolError(f"op {op:#04x} is not a v1 request")
 
 
-def encode_response(status: int, value: bytes = b"") -> bytes:
+def encode_response(status: int, value: bytes | bytearray = b"") -> bytes:
     """The v1 bytes of one response."""
     return _pack_response_head(HEADER_V1, status, len(value)) + value
 

@@ -1,0 +1,166 @@
+"""v2 frames (funnelkvs.protocol.v2): the codec, and a node serving them beside v1 on one port."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from funnelkvs.errors import RemoteProtocolError
+from funnelkvs.protocol import NEED_DATA, FrameError, Op, RequestDecoder, Status, encode_request
+from funnelkvs.protocol.v2 import (
+    V2Request,
+    V2Response,
+    V2ResponseDecoder,
+    encode_v2_request,
+    encode_v2_response,
+    key_value_body,
+    parse_key_value,
+)
+from tests.conftest import ThreadNode
+
+
+def test_the_documented_bytes() -> None:
+    # docs/protocol.md, "v2 frames": PING with request id 7, and its answer.
+    assert encode_v2_request(Op.PING, 7) == bytes.fromhex("4b56530204 00000007 00000000")
+    assert encode_v2_response(Status.SUCCESS, 7, b"pong") == bytes.fromhex(
+        "4b56530200 00000007 00000004 706f6e67"
+    )
+    assert encode_v2_request(Op.GET, 1, key_value_body(Op.GET, b"k")) == bytes.fromhex(
+        "4b56530201 00000001 00000005 00000001 6b"
+    )
+
+
+def test_key_value_bodies_round_trip_and_reject_bad_lengths() -> None:
+    body = key_value_body(Op.PUT, b"key", b"value")
+    assert parse_key_value(Op.PUT, body) == (b"key", b"value")
+    assert parse_key_value(Op.GET, key_value_body(Op.GET, b"")) == (b"", b"")
+    for bad in (b"", body[:-1], body + b"x", struct.pack(">I", 10) + b"short"):
+        with pytest.raises(RemoteProtocolError):
+            parse_key_value(Op.PUT, bad)
+    with pytest.raises(RemoteProtocolError):
+        parse_key_value(Op.GET, key_value_body(Op.GET, b"k") + b"extra")
+
+
+frames = st.lists(
+    st.tuples(st.integers(0, 0xFF), st.integers(0, 0xFFFF_FFFF), st.binary(max_size=300)), max_size=8
+)
+
+
+@given(frames, st.lists(st.integers(1, 64), max_size=20))
+def test_v1_and_v2_frames_interleave_under_any_split(
+    items: list[tuple[int, int, bytes]], cuts: list[int]
+) -> None:
+    stream = b""
+    expected: list[object] = []
+    for op, request_id, body in items:
+        stream += encode_v2_request(op, request_id, body) + encode_request(Op.PING)
+        expected += [V2Request(op, request_id, body), (Op.PING, b"", b"")]
+    decoder = RequestDecoder(large_value=128)
+    got: list[object] = []
+    position = 0
+    for cut in [*cuts, len(stream)]:
+        decoder.feed(stream[position : position + cut])
+        position += cut
+        while (event := decoder.next_event()) is not NEED_DATA:
+            got.append(tuple(event) if not isinstance(event, V2Request) else V2Request(*event))
+        if position >= len(stream):
+            break
+    assert [tuple(e) for e in got] == [tuple(e) for e in expected]
+
+
+@given(st.lists(st.tuples(st.integers(0, 0xFF), st.integers(0, 0xFFFF_FFFF), st.binary(max_size=200))))
+def test_response_decoder_under_byte_by_byte_feeding(items: list[tuple[int, int, bytes]]) -> None:
+    stream = b"".join(encode_v2_response(*item) for item in items)
+    decoder = V2ResponseDecoder(large_value=64)
+    got = []
+    for index in range(len(stream)):
+        decoder.feed(stream[index : index + 1])
+        while (event := decoder.next_event()) is not NEED_DATA:
+            got.append(event)
+    assert got == [V2Response(*item) for item in items]
+
+
+def test_response_decoder_rejects_v1_and_oversize() -> None:
+    decoder = V2ResponseDecoder(max_body=10)
+    decoder.feed(b"KVS\x01\x00\x00\x00\x00\x00")
+    with pytest.raises(RemoteProtocolError):
+        decoder.next_event()
+    decoder = V2ResponseDecoder(max_body=10)
+    decoder.feed(encode_v2_response(0, 1, b"x" * 11))
+    with pytest.raises(RemoteProtocolError, match="exceeds"):
+        decoder.next_event()
+
+
+def test_an_oversize_v2_body_is_a_fatal_error_carrying_the_request_id() -> None:
+    decoder = RequestDecoder(max_key_size=16, max_value_size=16)
+    decoder.feed(b"KVS\x02\x02" + struct.pack(">II", 42, 1 << 30))
+    event = decoder.next_event()
+    assert isinstance(event, FrameError) and event.fatal and event.request_id == 42
+
+
+# --- a node ---------------------------------------------------------------------------------------
+
+
+def exchange(tn: ThreadNode, data: bytes, count: int) -> list[V2Response]:
+    with socket.create_connection(tn.address, timeout=10) as sock:
+        sock.sendall(data)
+        decoder = V2ResponseDecoder()
+        got: list[V2Response] = []
+        while len(got) < count:
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {len(got)} answers"
+            decoder.feed(chunk)
+            while (event := decoder.next_event()) is not NEED_DATA:
+                assert isinstance(event, V2Response)
+                got.append(event)
+        return got
+
+
+def test_a_node_answers_v2_requests_with_their_ids(thread_node: ThreadNode) -> None:
+    requests = b"".join(
+        [
+            encode_v2_request(Op.PUT, 10, key_value_body(Op.PUT, b"k", b"v")),
+            encode_v2_request(Op.GET, 11, key_value_body(Op.GET, b"k")),
+            encode_v2_request(Op.GET, 12, key_value_body(Op.GET, b"missing")),
+            encode_v2_request(Op.PING, 13),
+            encode_v2_request(Op.DELETE, 14, key_value_body(Op.DELETE, b"k")),
+            encode_v2_request(Op.GET, 15, key_value_body(Op.GET, b"k")),
+            encode_v2_request(0x2F, 16, b"whatever"),  # no handler: INVALID, and the stream stays in step
+            encode_v2_request(Op.GET, 17, b"\x00"),  # a malformed body
+            encode_v2_request(Op.STATS, 18),
+        ]
+    )
+    got = {response.request_id: response for response in exchange(thread_node, requests, 9)}
+    assert got[10] == V2Response(Status.SUCCESS, 10, b"")
+    assert got[11] == V2Response(Status.SUCCESS, 11, b"v")
+    assert got[12].status == Status.NOT_FOUND
+    assert got[13] == V2Response(Status.SUCCESS, 13, b"pong")
+    assert got[15].status == Status.NOT_FOUND
+    assert got[16].status == Status.INVALID_REQUEST and b"0x2f" in got[16].body
+    assert got[17].status == Status.INVALID_REQUEST
+    assert got[18] == V2Response(Status.SUCCESS, 18, b"keys: 0, size: 0")
+
+
+def test_v1_and_v2_on_one_connection(thread_node: ThreadNode) -> None:
+    with socket.create_connection(thread_node.address, timeout=10) as sock:
+        sock.sendall(encode_request(Op.PING))
+        assert sock.recv(100) == b"KVS\x01\x00\x00\x00\x00\x04pong"
+        sock.sendall(encode_v2_request(Op.PING, 5))
+        assert sock.recv(100) == encode_v2_response(Status.SUCCESS, 5, b"pong")
+
+
+def test_a_registered_rpc_handler_answers_its_op(thread_node: ThreadNode) -> None:
+    def echo(body: bytes) -> tuple[int, bytes]:
+        if body == b"bad":
+            raise RemoteProtocolError("bad body")
+        return Status.SUCCESS, body[::-1]
+
+    thread_node.node.register_rpc(0x2E, echo)  # before any connection: a dict entry
+    requests = encode_v2_request(0x2E, 1, b"abc") + encode_v2_request(0x2E, 2, b"bad")
+    got = {response.request_id: response for response in exchange(thread_node, requests, 2)}
+    assert got[1] == V2Response(Status.SUCCESS, 1, b"cba")
+    assert got[2] == V2Response(Status.INVALID_REQUEST, 2, b"bad body")
