@@ -298,7 +298,8 @@ class Node:
         key = (host, port)
         peer = self._peers.get(key)
         if peer is None or peer.closed:
-            peer = PeerConnection(self.loop, key, max_value_size=self.settings.limits.max_value_size)
+            limits = self.settings.limits
+            peer = PeerConnection(self.loop, key, max_body=limits.max_key_size + limits.max_value_size + 1024)
             self._peers[key] = peer
         return peer
 

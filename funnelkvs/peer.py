@@ -1,84 +1,119 @@
-"""An outbound connection from a node's loop to another node, with a future and a deadline per call.
+"""An outbound connection from a node's loop to another node: v2 frames, many calls in flight, a
+future and a deadline per call.
 
-This is how the ring (Chord RPC, replication) will talk between nodes without ever blocking the loop:
-the reference implementation made synchronous calls inside its request handlers, so two nodes calling
-each other deadlocked until a timeout. Here a call returns a :class:`~funnelkvs.loop.Future` at once.
+This is how the ring (Chord RPC, forwarding, range transfer) talks between nodes without ever blocking
+the loop: the reference implementation made synchronous calls inside its request handlers, so two
+nodes calling each other deadlocked until a timeout. Here a call returns a
+:class:`~funnelkvs.loop.Future` at once.
 
-v1 answers come back in request order, so calls are matched to answers first-in first-out. A call
-that passes its deadline fails with :class:`RequestTimeout` and takes the connection down with every
-call still on it: no answer behind the late one can arrive before it, and a peer that has stopped
-reading must not make us buffer requests without bound. The next call opens a new connection. (The
-v2 framing will carry request ids and lift the in-order rule.)
+- Calls carry request ids (v2, docs/protocol.md) and answers are matched by id, in any order. A call
+  past its deadline fails with :class:`RequestTimeout` alone: its answer, if it ever comes, is
+  dropped, and the calls around it go on.
+- Calls made in one loop pass leave in one write (they are queued and written once, on the next
+  pass).
+- The connection is opened on the first call and reused; when it breaks, every call on it fails with
+  :class:`NodeUnreachable` and the next call opens a new one.
+- Bounded memory: requests waiting to be sent to a peer that stops reading are capped
+  (``max_unsent``); past the cap the connection is dropped and its calls fail.
+- Room for cluster authentication: a connection's first frame will be the HELLO exchange (op 0x3f,
+  reserved) once hardening brings it; :meth:`PeerConnection._on_connected` is where it goes.
 """
 
 from __future__ import annotations
 
-import collections
 import copy
 import logging
 import socket
 
 from funnelkvs.errors import FunnelKVSError, NodeUnreachable, RemoteProtocolError, RequestTimeout
 from funnelkvs.loop import EVENT_READ, EVENT_READ_ANY, EVENT_WRITE, EventLoop, Future, TimerHandle
-from funnelkvs.protocol import NEED_DATA, U32_MAX, Response, ResponseDecoder, encode_request
+from funnelkvs.protocol import NEED_DATA
+from funnelkvs.protocol.v2 import DEFAULT_MAX_BODY, V2Response, V2ResponseDecoder, encode_v2_request
 
 log = logging.getLogger("funnelkvs.peer")
 
 # Under glibc's mmap threshold (128 KiB): a larger recv(n) costs an mmap/munmap pair per call.
 RECV_SIZE = 64 * 1024
+#: Bytes of requests queued for one peer before it counts as not reading (the connection is dropped).
+MAX_UNSENT = 64 * 1024 * 1024
+#: Request ids are u32 and wrap; a connection never has anywhere near 2**32 calls in flight.
+_ID_MASK = 0xFFFF_FFFF
 
 
 class _Call:
     __slots__ = ("deadline", "future")
 
-    def __init__(self, future: Future[Response], deadline: TimerHandle | None) -> None:
+    def __init__(self, future: Future[V2Response], deadline: TimerHandle | None) -> None:
         self.future = future
         self.deadline = deadline
 
 
 class PeerConnection:
+    """The connection to one peer (``address`` = (host, port)), owned by ``loop``'s thread."""
+
     def __init__(
         self,
         loop: EventLoop,
         address: tuple[str, int],
         connect_timeout: float = 2.0,
-        max_value_size: int = U32_MAX,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_unsent: int = MAX_UNSENT,
     ) -> None:
         self.loop = loop
         self.address = address
         self.connect_timeout = connect_timeout
+        self.max_unsent = max_unsent
         self._sock: socket.socket | None = None
         self._connecting: Future[socket.socket] | None = None
-        self._calls: collections.deque[_Call] = collections.deque()
+        self._calls: dict[int, _Call] = {}
+        self._next_id = 0
         self._out = bytearray()
-        self._decoder = ResponseDecoder(max_value_size)
+        self._write_scheduled = False
+        self._decoder = V2ResponseDecoder(max_body)
         self.closed = False
 
     @property
     def label(self) -> str:
         return f"{self.address[0]}:{self.address[1]}"
 
-    def call(self, op: int, key: bytes = b"", value: bytes = b"", timeout: float = 2.0) -> Future[Response]:
-        """Send one request; the future gets the :class:`Response`, or NodeUnreachable / RequestTimeout."""
-        future: Future[Response] = Future()
+    @property
+    def in_flight(self) -> int:
+        """Calls sent or queued and not yet answered."""
+        return len(self._calls)
+
+    def call(self, op: int, body: bytes | bytearray = b"", timeout: float = 2.0) -> Future[V2Response]:
+        """Send one v2 request; the future gets the :class:`V2Response` (any status), or fails with
+        NodeUnreachable / RequestTimeout. Raises LocalProtocolError (nothing queued) for a frame v2
+        cannot carry."""
+        future: Future[V2Response] = Future()
         if self.closed:
             future.set_exception(NodeUnreachable(f"{self.label}: connection closed"))
             return future
-        frame = encode_request(op, key, value)  # may raise LocalProtocolError: nothing queued yet
+        request_id = self._next_id
+        frame = encode_v2_request(op, request_id, body)
+        self._next_id = (request_id + 1) & _ID_MASK
         call = _Call(future, None)
-        call.deadline = self.loop.call_later(timeout, self._expire, call, timeout)
-        self._calls.append(call)
+        call.deadline = self.loop.call_later(timeout, self._expire, request_id, timeout)
+        self._calls[request_id] = call
         self._out += frame
+        if len(self._out) > self.max_unsent:
+            self._fail(
+                NodeUnreachable(f"{self.label}: more than {self.max_unsent} bytes unsent; not reading?")
+            )
+            return future
         if self._sock is not None:
-            self._write()
+            if not self._write_scheduled:
+                self._write_scheduled = True
+                self.loop.call_soon(self._write)
         elif self._connecting is None:
             self._connecting = self.loop.open_connection(self.address, self.connect_timeout)
             self._connecting.add_done_callback(self._on_connected)
         return future
 
-    def _expire(self, call: _Call, timeout: float) -> None:
-        if not call.future.done():
-            self._fail(RequestTimeout(f"{self.label}: no answer within {timeout} s"))
+    def _expire(self, request_id: int, timeout: float) -> None:
+        call = self._calls.pop(request_id, None)
+        if call is not None and not call.future.done():
+            call.future.set_exception(RequestTimeout(f"{self.label}: no answer within {timeout} s"))
 
     def _on_connected(self, connecting: Future[socket.socket]) -> None:
         self._connecting = None
@@ -90,11 +125,13 @@ class PeerConnection:
         if self.closed:
             sock.close()
             return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._sock = sock
         self.loop.register(sock, EVENT_READ, self._on_event)
         self._write()
 
     def _write(self) -> None:
+        self._write_scheduled = False
         sock = self._sock
         if sock is None:
             return
@@ -130,12 +167,13 @@ class PeerConnection:
                 response = self._decoder.next_event()
                 if response is NEED_DATA:
                     break
-                if not self._calls:
-                    raise RemoteProtocolError(f"{self.label}: answer without a request")
-                call = self._calls.popleft()
+                assert isinstance(response, V2Response)
+                call = self._calls.pop(response.request_id, None)
+                if call is None:
+                    continue  # the answer to a call that has timed out already
                 if call.deadline is not None:
                     call.deadline.cancel()
-                call.future.set_result(response)  # type: ignore[arg-type]
+                call.future.set_result(response)
         except RemoteProtocolError as exc:
             self._fail(exc)
 
@@ -147,9 +185,9 @@ class PeerConnection:
             self._sock.close()
             self._sock = None
         self._out.clear()
-        self._decoder = ResponseDecoder(self._decoder.max_value_size)
-        calls, self._calls = self._calls, collections.deque()
-        for call in calls:
+        self._decoder = V2ResponseDecoder(self._decoder.max_body)
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
             if call.deadline is not None:
                 call.deadline.cancel()
             if not call.future.done():

@@ -1,5 +1,6 @@
-"""Node-to-node calls on the loop: a node pings another node through its own event loop, with a
-future per call and a deadline; unreachable and silent peers fail the future, never the loop."""
+"""Node-to-node calls on the loop (v2 frames): a node calls another node through its own event loop,
+with a future per call and a deadline, many calls in flight matched by id; unreachable and silent
+peers fail the future, never the loop."""
 
 from __future__ import annotations
 
@@ -12,20 +13,21 @@ import pytest
 
 from funnelkvs.errors import LocalProtocolError, NodeUnreachable, RequestTimeout
 from funnelkvs.loop import Future
-from funnelkvs.protocol import Op, Response, Status
+from funnelkvs.protocol import Op, Status
+from funnelkvs.protocol.v2 import V2Response, encode_v2_response, key_value_body
 from funnelkvs.testing.cluster import closed_port
 from tests.conftest import ThreadNode
 
 
 def call_from_loop(
     tn: ThreadNode, host: str, port: int, op: int, key: bytes = b"", value: bytes = b"", timeout: float = 2.0
-) -> Future[Response]:
+) -> Future[V2Response]:
     """Make ``tn``'s node call a peer from its own loop thread; wait for the future from here."""
     done = threading.Event()
-    box: list[Future[Response]] = []
+    box: list[Future[V2Response]] = []
 
     def start() -> None:
-        future = tn.node.peer(host, port).call(op, key, value, timeout=timeout)
+        future = tn.node.peer(host, port).call(op, key_value_body(op, key, value), timeout=timeout)
         box.append(future)
         future.add_done_callback(lambda f: done.set())
 
@@ -36,30 +38,30 @@ def call_from_loop(
 
 def test_a_node_pings_another_node_through_its_loop(thread_node_factory: Callable[..., ThreadNode]) -> None:
     a, b = thread_node_factory(), thread_node_factory()
-    assert call_from_loop(a, *b.address, Op.PING).result() == Response(Status.SUCCESS, b"pong")
-    assert call_from_loop(a, *b.address, Op.PUT, b"k", b"v").result() == Response(Status.SUCCESS)
+    assert call_from_loop(a, *b.address, Op.PING).result()[::2] == (Status.SUCCESS, b"pong")
+    assert call_from_loop(a, *b.address, Op.PUT, b"k", b"v").result()[::2] == (Status.SUCCESS, b"")
     assert b.node.backend.get(b"k") == b"v"
-    assert call_from_loop(a, *b.address, Op.GET, b"k").result() == Response(Status.SUCCESS, b"v")
+    assert call_from_loop(a, *b.address, Op.GET, b"k").result()[::2] == (Status.SUCCESS, b"v")
     # and back the other way at the same time: neither loop waits for the other
-    assert call_from_loop(b, *a.address, Op.PING).result() == Response(Status.SUCCESS, b"pong")
+    assert call_from_loop(b, *a.address, Op.PING).result()[::2] == (Status.SUCCESS, b"pong")
 
 
-def test_many_calls_in_flight_are_matched_in_order(thread_node_factory: Callable[..., ThreadNode]) -> None:
+def test_many_calls_in_flight_are_matched_by_id(thread_node_factory: Callable[..., ThreadNode]) -> None:
     a, b = thread_node_factory(), thread_node_factory()
     for i in range(100):
         b.node.backend.put(b"k%d" % i, b"v%d" % i)
-    results: list[Future[Response]] = []
+    results: list[Future[V2Response]] = []
     done = threading.Event()
 
     def start() -> None:
         peer = a.node.peer(*b.address)
         for i in range(100):
-            results.append(peer.call(Op.GET, b"k%d" % i))
+            results.append(peer.call(Op.GET, key_value_body(Op.GET, b"k%d" % i)))
         results[-1].add_done_callback(lambda f: done.set())
 
     a.node.loop.call_soon_threadsafe(start)
     assert done.wait(10)
-    assert [f.result().value for f in results] == [b"v%d" % i for i in range(100)]
+    assert [f.result().body for f in results] == [b"v%d" % i for i in range(100)]
 
 
 def test_unreachable_peer_fails_the_future(thread_node: ThreadNode) -> None:
@@ -77,7 +79,7 @@ def test_silent_peer_hits_the_deadline_and_the_node_keeps_serving(thread_node: T
             future.result()
         assert time.monotonic() - started < 3
         other = call_from_loop(thread_node, *thread_node.address, Op.PING)
-        assert other.result() == Response(Status.SUCCESS, b"pong")
+        assert other.result()[::2] == (Status.SUCCESS, b"pong")
     finally:
         silent.close()
 
@@ -90,12 +92,12 @@ def test_a_call_that_cannot_be_encoded_does_not_disturb_the_next(
 
     def bad_call() -> None:
         try:
-            a.node.peer(*b.address).call(0x10)  # not a v1 request
+            a.node.peer(*b.address).call(0x100)  # no such op code: v2 carries one byte
         except LocalProtocolError as exc:
             errors.append(exc)
 
     a.node.loop.call_soon_threadsafe(bad_call)
-    assert call_from_loop(a, *b.address, Op.PING).result() == Response(Status.SUCCESS, b"pong")
+    assert call_from_loop(a, *b.address, Op.PING).result()[::2] == (Status.SUCCESS, b"pong")
     assert len(errors) == 1
 
 
@@ -103,3 +105,63 @@ def test_unresolvable_address_fails_the_future(thread_node: ThreadNode) -> None:
     future = call_from_loop(thread_node, "no-such-host.invalid", 80, Op.PING)
     with pytest.raises(NodeUnreachable):
         future.result()
+
+
+def test_a_late_answer_fails_only_its_own_call(thread_node: ThreadNode) -> None:
+    """A peer that answers the first call after its deadline, and the second at once: the first call
+    times out, the second succeeds on the same connection, and the late answer is dropped."""
+    server = socket.create_server(("127.0.0.1", 0))
+    answered = threading.Event()
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            data = b""
+            while len(data) < 26:  # two 13-byte PING frames (ids 0 and 1)
+                data += conn.recv(100)
+            conn.sendall(encode_v2_response(Status.SUCCESS, 1, b"second"))
+            time.sleep(0.6)
+            conn.sendall(encode_v2_response(Status.SUCCESS, 0, b"late"))
+            answered.set()
+            time.sleep(0.5)
+
+    threading.Thread(target=serve, daemon=True).start()
+    results: list[Future[V2Response]] = []
+    done = threading.Event()
+
+    def start() -> None:
+        peer = thread_node.node.peer(*server.getsockname())
+        results.append(peer.call(Op.PING, timeout=0.3))
+        results.append(peer.call(Op.PING, timeout=5))
+        results[1].add_done_callback(lambda f: done.set())
+
+    try:
+        thread_node.node.loop.call_soon_threadsafe(start)
+        assert done.wait(5)
+        assert results[1].result().body == b"second"
+        assert answered.wait(5)
+        with pytest.raises(RequestTimeout):
+            results[0].result()
+        assert call_from_loop(thread_node, *thread_node.address, Op.PING).result().body == b"pong"
+    finally:
+        server.close()
+
+
+def test_calls_made_in_one_pass_leave_in_one_write(thread_node_factory: Callable[..., ThreadNode]) -> None:
+    a, b = thread_node_factory(), thread_node_factory()
+    assert call_from_loop(a, *b.address, Op.PING).result().body == b"pong"  # connected now
+    queued: list[int] = []
+    futures: list[Future[V2Response]] = []
+    done = threading.Event()
+
+    def start() -> None:
+        peer = a.node.peer(*b.address)
+        for _ in range(50):
+            futures.append(peer.call(Op.PING, timeout=5))
+        queued.append(len(peer._out))  # nothing sent during the pass: one write on the next
+        futures[-1].add_done_callback(lambda f: done.set())
+
+    a.node.loop.call_soon_threadsafe(start)
+    assert done.wait(5)
+    assert queued == [50 * 13]
+    assert all(future.result().body == b"pong" for future in futures)
