@@ -51,14 +51,16 @@ class FingerTable:
         :returns: the index of the first finger not set (0 after the last one: the table wraps) and
             whether any finger changed.
         """
-        owner = self.owner.node_id
-        reach = (node.node_id - owner) & _MASK
-        if reach == 0:
-            reach = RING_SIZE  # the owner itself: it succeeds every start
+        reach = (node.node_id - self.owner.node_id) & _MASK
+        # Finger j's start is owner + 2**j: the node covers it while 2**j <= reach.
+        end = min(RING_BITS, reach.bit_length()) if reach else RING_BITS
+        if i >= end:
+            return (i + 1) % RING_BITS, False  # a stale answer that does not cover start(i)
         changed = False
         nodes = self.nodes
-        while i < RING_BITS and (1 << i) <= reach:
-            if nodes[i] != node:
+        while i < end:
+            current = nodes[i]
+            if current is not node and current != node:
                 nodes[i] = node
                 changed = True
             i += 1

@@ -16,7 +16,8 @@ Each check returns a bool; :func:`explain` returns the first violation as text (
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol
 
 from funnelkvs.chord.ids import RING_SIZE, distance
@@ -64,7 +65,7 @@ def rings(live: Live) -> list[list[int]]:
             walk.append(x)
             x = succ[x]
         if x is not None and state.get(x) == 1:
-            cycle = walk[walk.index(x):]
+            cycle = walk[walk.index(x) :]
             low = cycle.index(min(cycle))
             cycles.append(cycle[low:] + cycle[:low])
         for w in walk:
@@ -140,7 +141,9 @@ def explain(live: Live) -> str | None:
     if len(cycles) > 1:
         return f"AtMostOneRing violated: {len(cycles)} rings, sizes {[len(c) for c in cycles]}"
     if not ordered_ring(live):
-        return f"OrderedRing violated: the ring of {len(cycles[0])} nodes goes round the circle more than once"
+        return (
+            f"OrderedRing violated: the ring of {len(cycles[0])} nodes goes round the circle more than once"
+        )
     if live and not connected_appendages(live):
         return "ConnectedAppendages violated: some live node does not reach the ring"
     bad = _unordered_list(live)
@@ -148,6 +151,12 @@ def explain(live: Live) -> str | None:
         lst = [f"{s.node_id:x}"[:8] for s in live[bad].successors]
         return f"OrderedSuccessorLists violated at {bad:x}"[:48] + f": {lst}"
     return None
+
+
+def true_successor(sorted_ids: Sequence[int], key: int) -> int:
+    """The first id at or after ``key`` clockwise among ``sorted_ids`` (ascending, not empty)."""
+    i = bisect_left(sorted_ids, key)
+    return sorted_ids[i] if i < len(sorted_ids) else sorted_ids[0]
 
 
 def ideal_successors(live_ids: Iterable[int], r: int) -> dict[int, tuple[int, ...]]:

@@ -118,12 +118,12 @@ class ChordNode:
         "_pinging",
         "_stabilizing",
         "changes",
+        "dead_ttl",
         "fingers",
         "fingers_only",
         "max_lookup_messages",
         "me",
         "predecessor",
-        "dead_ttl",
         "status",
         "successor_list",
     )
@@ -133,7 +133,7 @@ class ChordNode:
         me: NodeRef,
         *,
         successors: int = 8,
-        dead_ttl: float = 30.0,
+        dead_ttl: float = 10.0,
         max_lookup_messages: int = 512,
         fingers_only: bool = False,
     ) -> None:
@@ -220,8 +220,9 @@ class ChordNode:
         if seed.node_id == self.me.node_id:
             raise ValueError("a node cannot join through itself; use create()")
         self.status = Status.JOINING
-        lookup = Lookup(self._lookup_id(), self.me.node_id, seed, local_origin=False, purpose=_FOR_JOIN,
-                        payload=seed)
+        lookup = Lookup(
+            self._lookup_id(), self.me.node_id, seed, local_origin=False, purpose=_FOR_JOIN, payload=seed
+        )
         return self._ask(lookup, [], seed)
 
     def leave(self) -> list[Effect]:
@@ -280,8 +281,9 @@ class ChordNode:
             if i == 0:
                 return _NO_EFFECTS
         self._fixing = True
-        lookup = Lookup(self._lookup_id(), fingers.start(i), self.me, local_origin=True,
-                        purpose=_FOR_FINGER, payload=i)
+        lookup = Lookup(
+            self._lookup_id(), fingers.start(i), self.me, local_origin=True, purpose=_FOR_FINGER, payload=i
+        )
         return self._ask(lookup, [], self.me)
 
     def on_check_predecessor(self, now: float) -> list[Effect]:
@@ -392,13 +394,19 @@ class ChordNode:
         self._stabilizing = True
         effects.append(self._call(_STABILIZE, succ, GET_NEIGHBOURS))
 
-    def _on_successor_neighbours(self, succ: NodeRef, reply: Neighbours, now: float, effects: list[Effect]) -> None:
+    def _on_successor_neighbours(
+        self, succ: NodeRef, reply: Neighbours, now: float, effects: list[Effect]
+    ) -> None:
         if succ != self.successor:
             # The successor changed while we waited (a timeout, a leave): this answer is stale.
             self._stabilizing = False
             return
         p = reply.predecessor
-        if p is not None and in_open(p.node_id, self.me.node_id, succ.node_id) and p != self.me:
+        if (
+            p is not None
+            and in_open(p.node_id, self.me.node_id, succ.node_id)
+            and not self.is_dead(p.node_id, now)
+        ):
             # Zave: adopt p only if it is live: asking it for its list is the check.
             effects.append(self._call(_CANDIDATE, p, GET_NEIGHBOURS, (succ, reply.successors)))
             return
@@ -441,7 +449,11 @@ class ChordNode:
             return _NO_EFFECTS
         self._dead.pop(node.node_id, None)
         pred = self.predecessor
-        if pred is None or self.is_dead(pred.node_id, now) or in_open(node.node_id, pred.node_id, self.me.node_id):
+        if (
+            pred is None
+            or self.is_dead(pred.node_id, now)
+            or in_open(node.node_id, pred.node_id, self.me.node_id)
+        ):
             if node == pred:
                 return _NO_EFFECTS
             self.predecessor = node
@@ -456,8 +468,9 @@ class ChordNode:
         if self.successor.node_id == gone.node_id and notice.successors:
             old = self.successor_list.nodes
             # The leaving node's list, as if it had been our successor's answer, minus the node.
-            changed = self.successor_list.adopt(notice.successors[0], notice.successors[1:],
-                                                self._live_dead_marks(now))
+            changed = self.successor_list.adopt(
+                notice.successors[0], notice.successors[1:], self._live_dead_marks(now)
+            )
             if changed:
                 self._successors_changed(old, effects)
         self._forget(gone, now, effects)
@@ -500,14 +513,17 @@ class ChordNode:
             if failed or successors is None:
                 effects.append(LookupFailed(lookup.lookup_id, lookup.key, lookup.hops, lookup.messages))
             else:
-                effects.append(LookupDone(lookup.lookup_id, lookup.key, successors, lookup.hops,
-                                          lookup.messages))
+                effects.append(
+                    LookupDone(lookup.lookup_id, lookup.key, successors, lookup.hops, lookup.messages)
+                )
         elif lookup.purpose == _FOR_JOIN:
             seed = lookup.payload
             assert isinstance(seed, NodeRef)
-            others = [] if failed or successors is None else [
-                s for s in successors if s.node_id != self.me.node_id
-            ]
+            others = (
+                []
+                if failed or successors is None
+                else [s for s in successors if s.node_id != self.me.node_id]
+            )
             if not others or self.status is not Status.JOINING:
                 if self.status is Status.JOINING:
                     self.status = Status.NEW
@@ -593,7 +609,9 @@ class ChordNode:
 
     def _require(self, status: Status, what: str) -> None:
         if self.status is not status:
-            raise RuntimeError(f"{what}() needs a node in state {status.value}, this one is {self.status.value}")
+            raise RuntimeError(
+                f"{what}() needs a node in state {status.value}, this one is {self.status.value}"
+            )
 
     def __repr__(self) -> str:
         pred = "-" if self.predecessor is None else f"{self.predecessor.node_id:x}"[:8]

@@ -114,11 +114,27 @@ class Lookup:
     same way, so a lookup always ends; the driver also bounds the messages it sends.
     """
 
-    __slots__ = ("avoid", "key", "local_origin", "lookup_id", "messages", "path", "payload", "purpose",
-                 "successors", "target")
+    __slots__ = (
+        "avoid",
+        "key",
+        "local_origin",
+        "lookup_id",
+        "messages",
+        "path",
+        "payload",
+        "purpose",
+        "successors",
+        "target",
+    )
 
     def __init__(
-        self, lookup_id: int, key: int, origin: NodeRef, *, local_origin: bool, purpose: int = 0,
+        self,
+        lookup_id: int,
+        key: int,
+        origin: NodeRef,
+        *,
+        local_origin: bool,
+        purpose: int = 0,
         payload: object = None,
     ) -> None:
         self.lookup_id = lookup_id
@@ -147,9 +163,8 @@ class Lookup:
             return None
         node = answer.node
         target = self.target
-        if (
-            node.node_id in self.avoid
-            or ((self.key - node.node_id) & _MASK) >= ((self.key - target.node_id) & _MASK)
+        if node.node_id in self.avoid or ((self.key - node.node_id) & _MASK) >= (
+            (self.key - target.node_id) & _MASK
         ):
             # No progress from here: route around this node from the previous one.
             self.avoid.add(target.node_id)

@@ -78,7 +78,10 @@ class SuccessorList:
         return any(n.node_id == node_id for n in self.nodes)
 
     def adopt(
-        self, successor: NodeRef, successors_of_successor: Iterable[NodeRef], exclude: Container[int] = _NOTHING
+        self,
+        successor: NodeRef,
+        successors_of_successor: Iterable[NodeRef],
+        exclude: Container[int] = _NOTHING,
     ) -> bool:
         """Become ``[successor] + successors_of_successor`` (see :func:`reconciled`); True if it changed.
 

@@ -10,7 +10,7 @@ check_predecessor and fix_fingers once, in id order, then runs the network until
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from funnelkvs.chord.effects import Effect, JoinFailed, Left, LookupDone, LookupFailed, Send
@@ -21,7 +21,7 @@ from funnelkvs.chord.routing import Lookup
 _DELIVER = 0
 _REPLY = 1
 _TIMEOUT = 2
-_CALL = 3  # run a function (a retried join)
+_RETRY_JOIN = 3
 
 
 class NotQuiescent(Exception):
@@ -33,14 +33,17 @@ class Network:
 
     :param latency: one-way message delay, simulated seconds.
     :param rpc_timeout: how long after sending a call to a dead node its timeout is delivered.
+    :param period: simulated seconds between maintenance rounds (the stabilize interval).
     :param node_options: keyword arguments for every :class:`ChordNode` made by :meth:`make_node`.
     """
 
-    def __init__(self, *, latency: float = 0.01, rpc_timeout: float = 0.5, **node_options: Any) -> None:
+    def __init__(self, *, latency: float = 0.01, rpc_timeout: float = 0.5, period: float = 1.0, **node_options: Any) -> None:
         self.latency = latency
         self.rpc_timeout = rpc_timeout
         self.node_options = node_options
+        self.period = period
         self.now = 0.0
+        self._last_round = 0.0
         #: Every node ever added, by id; :attr:`live` holds those that have not failed or left.
         self.nodes: dict[int, ChordNode] = {}
         self.live: dict[int, ChordNode] = {}
@@ -75,6 +78,18 @@ class Network:
             self.run_until_idle()
         return node
 
+    def grow(self, idents: Iterable[int], *, rounds_per_join: int = 1) -> None:
+        """Nodes join one by one through the protocol, each through the first node (created when the
+        network has none), with ``rounds_per_join`` maintenance rounds after each join."""
+        seed: int | None = next(iter(self.live), None)
+        for ident in idents:
+            if seed is None:
+                self.create(ident)
+                seed = ident
+                continue
+            self.join(ident, seed)
+            self.stabilize(rounds_per_join)
+
     def fail(self, ident: int) -> None:
         """The node stops at once, silently (a crash): calls to it time out."""
         self.live.pop(ident, None)
@@ -88,7 +103,10 @@ class Network:
     # --- time -----------------------------------------------------------------------------------
 
     def round(self) -> None:
-        """Fire every live node's three maintenance timers once, then run until idle."""
+        """Advance the clock to one ``period`` after the previous round, fire every live node's
+        three maintenance timers once, then run until idle."""
+        self.now = max(self.now, self._last_round + self.period)
+        self._last_round = self.now
         for ident in sorted(self.live):
             node = self.live.get(ident)
             if node is None:
@@ -181,8 +199,7 @@ class Network:
             elif isinstance(effect, Left):
                 self.live.pop(ident, None)
             elif isinstance(effect, JoinFailed):
-                seed = effect.seed
-                self._schedule(self.now + self.rpc_timeout, _CALL, lambda: self._retry_join(node, seed))
+                self._schedule(self.now + self.rpc_timeout, _RETRY_JOIN, (node, effect.seed))
 
     def _retry_join(self, node: ChordNode, seed: NodeRef) -> None:
         if node.me.node_id in self.live and node.status is Status.NEW:
@@ -209,5 +226,4 @@ class Network:
             if node is not None:
                 self._apply(node, node.on_timeout(call_id, self.now))
         else:
-            fn: Callable[[], None] = payload
-            fn()
+            self._retry_join(*payload)
