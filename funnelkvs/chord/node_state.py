@@ -265,9 +265,9 @@ class ChordNode:
         if self.status is not Status.NORMAL or self._fixing:
             return _NO_EFFECTS
         succ = self.successor
-        if succ is self.me or succ.node_id == self.me.node_id:
-            if any(f is not None for f in self.fingers.nodes):
-                self.fingers.clear()
+        if succ.node_id == self.me.node_id:
+            # Alone: the node succeeds every start (and routing never picks itself).
+            if self.fingers.set_from(0, self.me)[1]:
                 self._fingers_changed()
             return _NO_EFFECTS
         fingers = self.fingers
@@ -538,10 +538,7 @@ class ChordNode:
                 self.fingers.next_to_fix = (i + 1) % len(self.fingers.nodes)
                 return
             owner = successors[0]
-            if owner.node_id == self.me.node_id:
-                # Nothing but ourselves succeeds this start: the rest of the table is ourselves.
-                self.fingers.next_to_fix = 0
-                return
+            # The owner may be this node itself: then it succeeds the rest of the starts.
             nxt, changed = self.fingers.set_from(i, owner)
             self.fingers.next_to_fix = nxt
             if changed:
