@@ -60,7 +60,7 @@ def fix_all_fingers(net: Network, max_rounds: int = 200) -> int:
 
 @pytest.mark.parametrize(("n", "r"), [(1, 3), (2, 3), (3, 8), (5, 2), (40, 4)])
 def test_nodes_joining_one_by_one_converge_to_the_correct_ring(n: int, r: int) -> None:
-    net, ids, _ = build(n, r, seed=n)
+    net, _, _ = build(n, r, seed=n)
     assert_correct_ring(net, r)
     fix_all_fingers(net)
 
@@ -168,7 +168,7 @@ def test_a_graceful_leave_closes_the_gap_without_stabilization() -> None:
 
 def test_a_join_tells_the_successor_its_new_predecessor() -> None:
     """The effect the node acts on to hand over the new node's range (key transfer)."""
-    net, ids, rng = build(8, 3, seed=2)
+    net, ids, _ = build(8, 3, seed=2)
     live = sorted(ids)
     newcomer = (live[2] + live[3]) // 2
     net.events.clear()

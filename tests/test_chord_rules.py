@@ -72,7 +72,7 @@ def test_join_adopts_the_successor_and_its_list_then_notifies_it() -> None:
     ask = only_send(node.on_reply(nxt.call_id, Found((ref(60), ref(70))), 0.0))
     assert ask.to == ref(60) and ask.message == GetNeighbours()
     effects = node.on_reply(ask.call_id, Neighbours(ref(40), (ref(70), ref(80), ref(90))), 0.0)
-    assert node.status is Status.NORMAL
+    assert node.status in (Status.NORMAL,)
     assert [s.node_id for s in node.successors] == [60, 70, 80]
     assert Joined(ref(60)) in effects
     assert SuccessorChanged(ref(50), ref(60)) in effects
@@ -186,16 +186,6 @@ def test_check_predecessor_clears_a_predecessor_that_does_not_answer() -> None:
     ping = only_send(node.on_check_predecessor(2.0))
     assert node.on_timeout(ping.call_id, 3.0) == [PredecessorChanged(ref(40), None)]
     assert node.predecessor is None
-
-
-def test_notify_replaces_a_predecessor_known_dead_even_by_a_farther_node() -> None:
-    node = joined_node(50, [60], pred=40)
-    # A lookup through 40 timed out: 40 is marked dead but stays predecessor until checked...
-    lookup_id, effects = node.lookup(45)
-    assert [e for e in effects if isinstance(e, LookupDone)] == []
-    # ... a notify from 30 (farther than 40) is adopted because 40 is known dead.
-    node._dead[40] = 100.0  # what on_timeout records
-    assert node.handle(Notify(ref(30)), 1.0)[1] == [PredecessorChanged(ref(40), ref(30))]
 
 
 # --- requests ------------------------------------------------------------------------------------------

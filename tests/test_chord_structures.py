@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -62,14 +64,16 @@ def test_reconcile_drops_entries_out_of_ring_order_and_excluded_ones() -> None:
     theirs=st.lists(st.integers(0, TOP), max_size=12),
     r=st.integers(1, 10),
 )
-def test_reconciled_lists_are_distinct_ordered_and_short(owner: int, successor: int, theirs: list[int], r: int) -> None:
+def test_reconciled_lists_are_distinct_ordered_and_short(
+    owner: int, successor: int, theirs: list[int], r: int
+) -> None:
     if successor == owner:
         return
     got = reconciled(owner, ref(successor), [ref(i) for i in theirs], r)
     assert got[0].node_id == successor
     assert len(got) <= r
     d = [distance(owner, n.node_id) for n in got]
-    assert all(0 < a < b for a, b in zip(d, d[1:], strict=False))
+    assert all(0 < a < b for a, b in pairwise(d))
 
 
 def test_successor_list_successor_remove_and_alone() -> None:
@@ -135,7 +139,9 @@ def test_closest_preceding_uses_fingers_and_successor_list() -> None:
     nodes=st.lists(st.integers(0, TOP), max_size=20),
     avoid=st.sets(st.integers(0, 19), max_size=5),
 )
-def test_binary_search_agrees_with_the_papers_scan(owner: int, key: int, nodes: list[int], avoid: set[int]) -> None:
+def test_binary_search_agrees_with_the_papers_scan(
+    owner: int, key: int, nodes: list[int], avoid: set[int]
+) -> None:
     refs = [ref(i) for i in nodes]
     avoided = {nodes[i] for i in avoid if i < len(nodes)}
     fast = RoutingCandidates(owner, refs).closest_preceding(key, avoided)

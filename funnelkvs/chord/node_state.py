@@ -220,10 +220,12 @@ class ChordNode:
         if seed.node_id == self.me.node_id:
             raise ValueError("a node cannot join through itself; use create()")
         self.status = Status.JOINING
-        lookup = Lookup(
+        return self._ask(self._join_lookup(seed), [], seed)
+
+    def _join_lookup(self, seed: NodeRef) -> Lookup:
+        return Lookup(
             self._lookup_id(), self.me.node_id, seed, local_origin=False, purpose=_FOR_JOIN, payload=seed
         )
-        return self._ask(lookup, [], seed)
 
     def leave(self) -> list[Effect]:
         """Leave voluntarily (paper 5.4): tell the predecessor our successor list and the successor our
@@ -371,9 +373,12 @@ class ChordNode:
             self._ask(data, effects, data.on_timeout())
         elif kind == _JOIN_NEIGHBOURS:
             if self.status is Status.JOINING:
-                self.status = Status.NEW
-                assert isinstance(data, NodeRef)
-                effects.append(JoinFailed(data))
+                # The successor found is dead: look again through the seed, around it.
+                seed, avoid = cast(tuple[NodeRef, frozenset[int]], data)
+                lookup = self._join_lookup(seed)
+                lookup.avoid.update(avoid)
+                lookup.avoid.add(peer.node_id)
+                self._ask(lookup, effects, seed)
         elif kind == _PING_PREDECESSOR:
             self._pinging = False
         elif kind == _LEAVE:
@@ -529,7 +534,8 @@ class ChordNode:
                     self.status = Status.NEW
                     effects.append(JoinFailed(seed))
                 return
-            effects.append(self._call(_JOIN_NEIGHBOURS, others[0], GET_NEIGHBOURS, seed))
+            data = (seed, frozenset(lookup.avoid))
+            effects.append(self._call(_JOIN_NEIGHBOURS, others[0], GET_NEIGHBOURS, data))
         else:
             self._fixing = False
             i = lookup.payload

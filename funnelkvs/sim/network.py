@@ -10,7 +10,7 @@ check_predecessor and fix_fingers once, in id order, then runs the network until
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from funnelkvs.chord.effects import Effect, JoinFailed, Left, LookupDone, LookupFailed, Send
@@ -21,7 +21,6 @@ from funnelkvs.chord.routing import Lookup
 _DELIVER = 0
 _REPLY = 1
 _TIMEOUT = 2
-_RETRY_JOIN = 3
 
 
 class NotQuiescent(Exception):
@@ -37,7 +36,9 @@ class Network:
     :param node_options: keyword arguments for every :class:`ChordNode` made by :meth:`make_node`.
     """
 
-    def __init__(self, *, latency: float = 0.01, rpc_timeout: float = 0.5, period: float = 1.0, **node_options: Any) -> None:
+    def __init__(
+        self, *, latency: float = 0.01, rpc_timeout: float = 0.5, period: float = 1.0, **node_options: Any
+    ) -> None:
         self.latency = latency
         self.rpc_timeout = rpc_timeout
         self.node_options = node_options
@@ -52,7 +53,11 @@ class Network:
         #: Every effect other than Send, in order, with the node that produced it.
         self.events: list[tuple[int, Effect]] = []
         self.messages = 0
+        #: Called after every delivered message, reply or timeout (tests check invariants there).
+        self.observer: Callable[[], None] | None = None
         self._queue: list[tuple[float, int, int, Any]] = []
+        #: Joins that failed, tried again at the start of the next round.
+        self._join_retries: list[tuple[ChordNode, NodeRef]] = []
         self._seq = 0
 
     # --- membership -----------------------------------------------------------------------------
@@ -70,7 +75,7 @@ class Network:
         return node
 
     def join(self, ident: int, seed: int, *, run: bool = True) -> ChordNode:
-        """A new node ``ident`` joins through the live node ``seed`` (retrying while the join fails);
+        """A new node ``ident`` joins through the live node ``seed`` (retried each round while it fails);
         with ``run``, the network runs until idle afterwards."""
         node = self.make_node(ident)
         self._apply(node, node.join(self.nodes[seed].me))
@@ -107,6 +112,9 @@ class Network:
         three maintenance timers once, then run until idle."""
         self.now = max(self.now, self._last_round + self.period)
         self._last_round = self.now
+        retries, self._join_retries = self._join_retries, []
+        for joining, seed in retries:
+            self._retry_join(joining, seed)
         for ident in sorted(self.live):
             node = self.live.get(ident)
             if node is None:
@@ -148,6 +156,8 @@ class Network:
             when, _seq, kind, payload = heapq.heappop(queue)
             self.now = max(self.now, when)
             self._dispatch(kind, payload)
+            if self.observer is not None:
+                self.observer()
         raise RuntimeError("the network did not go idle")
 
     # --- lookups --------------------------------------------------------------------------------
@@ -199,7 +209,7 @@ class Network:
             elif isinstance(effect, Left):
                 self.live.pop(ident, None)
             elif isinstance(effect, JoinFailed):
-                self._schedule(self.now + self.rpc_timeout, _RETRY_JOIN, (node, effect.seed))
+                self._join_retries.append((node, effect.seed))
 
     def _retry_join(self, node: ChordNode, seed: NodeRef) -> None:
         if node.me.node_id in self.live and node.status is Status.NEW:
@@ -220,10 +230,8 @@ class Network:
             node = self.live.get(sender)
             if node is not None:
                 self._apply(node, node.on_reply(call_id, reply, self.now))
-        elif kind == _TIMEOUT:
+        else:
             sender, call_id = payload
             node = self.live.get(sender)
             if node is not None:
                 self._apply(node, node.on_timeout(call_id, self.now))
-        else:
-            self._retry_join(*payload)
