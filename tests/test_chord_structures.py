@@ -79,12 +79,12 @@ def test_reconciled_lists_are_distinct_ordered_and_short(
 def test_successor_list_successor_remove_and_alone() -> None:
     sl = SuccessorList(ref(10), 3)
     assert sl.successor == ref(10) and len(sl) == 0  # alone: its own successor
-    assert sl.adopt(ref(20), [ref(30), ref(40), ref(50)])
+    assert sl.reconcile(ref(20), [ref(30), ref(40), ref(50)])
     assert ids_of(sl.nodes) == [20, 30, 40]
-    assert not sl.adopt(ref(20), [ref(30), ref(40)])  # unchanged
+    assert not sl.reconcile(ref(20), [ref(30), ref(40)])  # unchanged
     assert sl.remove(20) and sl.successor == ref(30)  # the next entry takes over
     assert not sl.remove(99)
-    assert sl.adopt(ref(10), [])  # adopting oneself: alone
+    assert sl.reconcile(ref(10), [])  # adopting oneself: alone
     assert sl.nodes == ()
 
 

@@ -430,7 +430,7 @@ class ChordNode:
     ) -> None:
         old = self.successor_list.nodes
         dead = self._live_dead_marks(now)
-        if self.successor_list.adopt(succ, their_successors, dead):
+        if self.successor_list.reconcile(succ, their_successors, dead):
             self._successors_changed(old, effects)
 
     def _successors_changed(self, old: tuple[NodeRef, ...], effects: list[Effect]) -> None:
@@ -473,7 +473,7 @@ class ChordNode:
         if self.successor.node_id == gone.node_id and notice.successors:
             old = self.successor_list.nodes
             # The leaving node's list, as if it had been our successor's answer, minus the node.
-            changed = self.successor_list.adopt(
+            changed = self.successor_list.reconcile(
                 notice.successors[0], notice.successors[1:], self._live_dead_marks(now)
             )
             if changed:
@@ -582,7 +582,7 @@ class ChordNode:
         # alone, take the closest live node we still know; stabilize corrects it from there.
         for node in (*self.fingers.distinct(), self.predecessor):
             if node is not None and node.node_id != self.me.node_id and not self.is_dead(node.node_id, now):
-                self.successor_list.adopt(node, ())
+                self.successor_list.reconcile(node, ())
                 return
 
     def _mark_dead(self, node_id: int, now: float) -> None:

@@ -61,7 +61,7 @@ class SuccessorList:
         self.r = r
         self.nodes: tuple[NodeRef, ...] = ()
         if nodes:
-            self.adopt(nodes[0], nodes[1:])
+            self.reconcile(nodes[0], nodes[1:])
 
     @property
     def successor(self) -> NodeRef:
@@ -77,7 +77,7 @@ class SuccessorList:
     def __contains__(self, node_id: object) -> bool:
         return any(n.node_id == node_id for n in self.nodes)
 
-    def adopt(
+    def reconcile(
         self,
         successor: NodeRef,
         successors_of_successor: Iterable[NodeRef],
