@@ -21,10 +21,27 @@ class NodeSettings:
     advertise: str | None = None
     #: Seeds to join; empty starts a new ring.
     join: list[str] = field(default_factory=list)
+    #: The node's ring id as 40 hex digits; None: SHA-1 of the advertised address.
+    id: str | None = None
 
     @property
     def address(self) -> str:
         return self.advertise or f"{self.host}:{self.port}"
+
+
+@dataclass(slots=True)
+class RingSettings:
+    """Chord maintenance (docs/chord.md). Intervals and timeouts in seconds."""
+
+    #: r, the successor list length (distinct nodes).
+    successors: int = 8
+    stabilize_interval: float = 0.5
+    fix_fingers_interval: float = 0.1
+    check_predecessor_interval: float = 0.5
+    #: How long a node-to-node call may take before the peer counts as failed (the failure detector).
+    rpc_timeout: float = 1.0
+    #: How often the full membership (every member, by a walk of successor lists) is refreshed.
+    membership_interval: float = 2.0
 
 
 @dataclass(slots=True)
@@ -74,6 +91,7 @@ class PluginSettings:
 @dataclass(slots=True)
 class Settings:
     node: NodeSettings = field(default_factory=NodeSettings)
+    ring: RingSettings = field(default_factory=RingSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     replication: ReplicationSettings = field(default_factory=ReplicationSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
@@ -84,11 +102,10 @@ class Settings:
 
 def not_yet_used(settings: Settings) -> list[str]:
     """Dotted paths of settings that differ from their defaults but that this version does not act on
-    yet: ``node.join`` (ring membership) and ``replication.*`` (replication). The node logs them in
-    one warning at start; an entry goes when the feature it waits for lands."""
+    yet: ``replication.*`` (replication). The node logs them in one warning at start; an entry goes
+    when the feature it waits for lands."""
     defaults = Settings()
-    paths = ["node.join"] if settings.node.join != defaults.node.join else []
-    paths += [
+    paths = [
         f"replication.{f.name}"
         for f in fields(ReplicationSettings)
         if getattr(settings.replication, f.name) != getattr(defaults.replication, f.name)

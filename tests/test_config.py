@@ -160,7 +160,7 @@ def test_unknown_key_without_a_close_match_lists_the_keys() -> None:
         ("replication:\n  factor: 0\n", "replication.factor: 0 is not a positive integer"),
         ("plugins:\n  autoload: 'yes'\n", "plugins.autoload: 'yes' is not a boolean (true or false)"),
         ("plugins:\n  autoload: 1\n", "plugins.autoload: 1 is not a boolean (true or false)"),
-        ("node: 8001\n", "node: 8001 is an integer, not a mapping (keys: host, port, advertise, join)"),
+        ("node: 8001\n", "node: 8001 is an integer, not a mapping (keys: host, port, advertise, join, id)"),
         ("storage:\n  options: [1]\n", "storage.options: [1] is a list, not a mapping"),
         ("storage:\n  path: 5\n", "storage.path: 5 is not a valid path (a non-empty string)"),
         ("storage:\n  backend: ''\n", "storage.backend: '' is not a valid storage backend name"),
@@ -282,7 +282,7 @@ def test_alias_bomb_is_cheap(tmp_path: Path) -> None:
 
 def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
     assert problems_of(tmp_path, "- node\n") == [
-        "F: ['node'] is a list, not a mapping of sections node, storage, replication, limits, logging, "
+        "F: ['node'] is a list, not a mapping of sections node, ring, storage, replication, limits, logging, "
         "metrics, plugins"
     ]
 
@@ -415,7 +415,7 @@ def test_settings_not_used_yet() -> None:
     settings = settings_from_mapping(
         {"node": {"join": ["127.0.0.1:9001"]}, "replication": {"factor": 3, "strategy": "other"}}
     )
-    assert not_yet_used(settings) == ["node.join", "replication.factor", "replication.strategy"]
+    assert not_yet_used(settings) == ["replication.factor", "replication.strategy"]
 
 
 def test_plugin_sections() -> None:
@@ -578,7 +578,7 @@ def test_cli_check_reports_every_problem_one_per_line(tmp_path: Path) -> None:
         f"{path}:7: secret: environment variable NO_SUCH_VAR_XYZ is not set "
         "(set it, or give a default: ${NO_SUCH_VAR_XYZ:-default})",
         f"{path}:7: secret: unknown key (expected one of: limits, logging, metrics, node, plugins, "
-        "replication, storage)",
+        "replication, ring, storage)",
     ]
 
 

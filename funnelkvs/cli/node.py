@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if unused := not_yet_used(settings):
         log.warning(
-            "%s: not used by this version (ring membership and replication are not implemented yet); "
-            "the node runs alone and keeps one copy of each key",
+            "%s: not used by this version (replication is not implemented yet); "
+            "the ring keeps one copy of each key",
             ", ".join(unused),
         )
     try:

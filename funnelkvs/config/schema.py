@@ -25,6 +25,7 @@ from funnelkvs.settings import (
     NodeSettings,
     PluginSettings,
     ReplicationSettings,
+    RingSettings,
     Settings,
     StorageSettings,
 )
@@ -46,6 +47,18 @@ SCHEMA: dict[str, Section] = {
             "port": v.listen_port,
             "advertise": v.optional(v.address),
             "join": v.list_of(v.address, "addresses (host:port)"),
+            "id": v.optional(v.ring_id),
+        },
+    ),
+    "ring": Section(
+        RingSettings,
+        {
+            "successors": v.positive_int,
+            "stabilize_interval": v.seconds,
+            "fix_fingers_interval": v.seconds,
+            "check_predecessor_interval": v.seconds,
+            "rpc_timeout": v.seconds,
+            "membership_interval": v.seconds,
         },
     ),
     "storage": Section(

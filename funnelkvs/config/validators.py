@@ -108,6 +108,24 @@ def positive_int(value: Any) -> int:
     return int(value)
 
 
+def seconds(value: Any) -> float:
+    """A duration in seconds: a positive number, at most a day."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86400:
+        raise Invalid(f"{show(value)} is not a duration in seconds (a number above 0, at most 86400)")
+    return float(value)
+
+
+def ring_id(value: Any) -> str:
+    """A ring id: 40 hex digits (160 bits)."""
+    if (
+        not isinstance(value, str)
+        or len(value) != 40
+        or any(c not in "0123456789abcdefABCDEF" for c in value)
+    ):
+        raise Invalid(f"{show(value)} is not a ring id (40 hex digits)")
+    return value.lower()
+
+
 def boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise Invalid(f"{show(value)} is not a boolean (true or false)")
