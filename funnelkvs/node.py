@@ -31,6 +31,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from funnelkvs.chord import NodeRef
 from funnelkvs.errors import FunnelKVSError, RemoteProtocolError, StorageBusy
 from funnelkvs.group_commit import GroupCommit, WriteBatch
 from funnelkvs.keyspace import ring_digest
@@ -59,6 +60,7 @@ from funnelkvs.protocol import (
     stats_text,
 )
 from funnelkvs.protocol.v2 import V2Request, encode_v2_response, parse_key_value
+from funnelkvs.ring.driver import RingDriver, resolve_seed
 from funnelkvs.settings import Settings
 from funnelkvs.storage.backend import StorageBackend
 
@@ -163,6 +165,8 @@ class Node:
         self._stats_timer: PeriodicTimer | None = None
         self.host = settings.node.host
         self.port = settings.node.port
+        #: The node's place on the Chord ring (made at start, once the port and so the address is known).
+        self.ring: RingDriver | None = None
 
     # --- identity ----------------------------------------------------------------------------------
 
@@ -173,7 +177,9 @@ class Node:
 
     @property
     def node_id(self) -> str:
-        """The node's ring id: SHA-1 of its advertised address, in hex."""
+        """The node's ring id in hex: ``node.id``, or SHA-1 of its advertised address."""
+        if self.settings.node.id is not None:
+            return self.settings.node.id
         return ring_digest(self.address.encode()).hex()
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -197,11 +203,15 @@ class Node:
         self.host, self.port = sock.getsockname()[:2]
         self.metrics.node_id = self.node_id
         self.metrics.address = self.address
+        # Seeds are resolved here, once, before the loop runs: never a DNS wait on the loop.
+        seeds = [resolve_seed(seed) for seed in self.settings.node.join]
+        self.ring = RingDriver(self, NodeRef(int(self.node_id, 16), self.address), self.settings.ring, seeds)
         self.loop.register(sock, EVENT_READ, self._on_accept)
         if self._commit is not None:
             self.loop.add_pass_end_hook(self._commit.flush)
         self._refresh_stats()
         self._stats_timer = self.loop.call_every(STATS_REFRESH_INTERVAL, self._refresh_stats)
+        self.ring.start()
         if self.plugins is not None:
             self._exporters = self.plugins.start_exporters(self, self.settings)
             self.plugins.node_started(self)
@@ -244,6 +254,8 @@ class Node:
             self._listener = None
         if self._stats_timer is not None:
             self._stats_timer.cancel()
+        if self.ring is not None:
+            self.ring.stop()
         for conn in list(self._connections.values()):
             conn.closing = True
             if conn.waiting:
@@ -687,4 +699,5 @@ class Node:
             # Clients (the bench tool among them) check sizes against these before sending.
             "max_key_size": self.settings.limits.max_key_size,
             "max_value_size": self.settings.limits.max_value_size,
+            "ring": None if self.ring is None else self.ring.describe(),
         }

@@ -154,12 +154,12 @@ def test_data_dir_of_another_backend_is_refused(
     )
 
 
-def test_join_and_replication_settings_are_one_warning_until_they_work(
+def test_replication_settings_are_one_warning_until_they_work(
     tmp_path: Path, node_process_factory: Callable[..., NodeProcess]
 ) -> None:
     config = {"replication": {"factor": 2, "write_quorum": 1}}
-    node = node_process_factory(config=config, args=["--join", "127.0.0.1:9"])
+    node = node_process_factory(config=config)
     [warning] = [line for line in node.log().splitlines() if "WARNING" in line]
-    assert "node.join, replication.factor: not used by this version" in warning
+    assert "replication.factor: not used by this version" in warning
     plain = node_process_factory(name="plain", config={"replication": {"factor": 1}})
     assert "WARNING" not in plain.log()

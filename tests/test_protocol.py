@@ -96,7 +96,6 @@ def test_stats_text_matches_reference_and_parses() -> None:
         (b"XYZ\x01\x04", "bad magic"),
         (b"KVX\x01\x04", "bad magic"),
         (b"KVS\x09\x04", "unsupported protocol version"),
-        (b"KVS\x02\x04", "version 2 is reserved"),
         (b"KVS\x01\x00", "unknown op 0x00"),
         (b"KVS\x01\x07", "reserved for client extensions"),
         (b"KVS\x01\x10", "reserved for node-to-node RPC"),

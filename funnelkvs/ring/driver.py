@@ -1,0 +1,296 @@
+"""The Chord rules (:mod:`funnelkvs.chord`) driven on a real node's event loop.
+
+The pure :class:`~funnelkvs.chord.ChordNode` decides; this driver does what it asks: it runs the
+maintenance timers (``ring.stabilize_interval``, ``ring.fix_fingers_interval``,
+``ring.check_predecessor_interval``), turns each :class:`~funnelkvs.chord.Send` into a v2 call through
+the node's peer connections (:mod:`funnelkvs.peer`) and delivers the reply, or a timeout after
+``ring.rpc_timeout``, back by call id; it answers other nodes' Chord requests through the v2 handlers
+it registers on the node; and it hands the effects that concern the node (predecessor and successor
+changes, join, leave) to the listeners of :class:`RingEvents`. The simulator drives the same
+ChordNode with a simulated network instead.
+
+Joining: the seeds (``node.join``, resolved to IP addresses before the loop starts) are asked for
+their identity (v2 INFO: their id and advertised address), then the ChordNode joins through the first
+that answers; a failed join is retried through the next seed after a stabilize interval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from funnelkvs.chord import (
+    ChordNode,
+    Effect,
+    Joined,
+    JoinFailed,
+    Left,
+    LookupDone,
+    LookupFailed,
+    NodeRef,
+    PredecessorChanged,
+    Send,
+    SuccessorChanged,
+    SuccessorListChanged,
+)
+from funnelkvs.chord.node_state import Status as ChordStatus
+from funnelkvs.errors import FunnelKVSError, NodeUnreachable, RemoteProtocolError
+from funnelkvs.loop import Future, PeriodicTimer
+from funnelkvs.protocol import INFO, Status
+from funnelkvs.protocol.rpc import (
+    CHORD_OPS,
+    PING_OP,
+    decode_reply,
+    decode_request,
+    encode_reply,
+    encode_request,
+)
+from funnelkvs.protocol.v2 import V2Response
+from funnelkvs.settings import RingSettings
+
+if TYPE_CHECKING:
+    from funnelkvs.node import Node
+
+log = logging.getLogger("funnelkvs.ring")
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``) as a (host, port) pair."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def resolve_seed(address: str) -> tuple[str, int]:
+    """A seed's ``host:port`` with the host resolved to an IP address (blocking: call it before the
+    loop runs). Raises FunnelKVSError when the name does not resolve."""
+    host, port = split_address(address)
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise FunnelKVSError(f"seed {address}: cannot resolve {host!r}: {exc.strerror or exc}") from exc
+    return str(infos[0][4][0]), port
+
+
+class RingEvents:
+    """Listeners for what the ring tells the node: each a list of callables, called on the loop."""
+
+    def __init__(self) -> None:
+        self.predecessor_changed: list[Callable[[NodeRef | None, NodeRef | None], None]] = []
+        self.successors_changed: list[Callable[[tuple[NodeRef, ...]], None]] = []
+        self.joined: list[Callable[[NodeRef], None]] = []
+        self.left: list[Callable[[], None]] = []
+
+
+class RingDriver:
+    """One node's place on the ring: its :class:`ChordNode`, timers and messages.
+
+    :param node: the node whose loop, peers and v2 handlers are used.
+    :param me: this node's reference (id and advertised address).
+    :param settings: ``ring.*``.
+    :param seeds: resolved ``(host, port)`` of nodes to join through; empty creates a new ring.
+    """
+
+    def __init__(self, node: Node, me: NodeRef, settings: RingSettings, seeds: list[tuple[str, int]]) -> None:
+        self.node = node
+        self.loop = node.loop
+        self.me = me
+        self.settings = settings
+        self.seeds = seeds
+        self.chord = ChordNode(
+            me, successors=settings.successors, dead_ttl=max(5.0, 10 * settings.rpc_timeout)
+        )
+        self.events = RingEvents()
+        self._timers: list[PeriodicTimer] = []
+        self._lookups: dict[int, Future[LookupDone]] = {}
+        self._next_seed = 0
+        self._stopped = False
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register the Chord handlers, create or join the ring, start the maintenance timers."""
+        for op in CHORD_OPS - {PING_OP}:  # the node answers PING itself
+            self.node.register_rpc(op, self._handler(op))
+        if self.seeds:
+            self._try_next_seed()
+        else:
+            self._run(self.chord.create())
+        settings = self.settings
+        self._timers = [
+            self.loop.call_every(settings.stabilize_interval, self._tick, self.chord.on_stabilize),
+            self.loop.call_every(settings.fix_fingers_interval, self._tick, self.chord.on_fix_fingers),
+            self.loop.call_every(
+                settings.check_predecessor_interval, self._tick, self.chord.on_check_predecessor
+            ),
+        ]
+
+    def stop(self) -> None:
+        self._stopped = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers = []
+
+    @property
+    def state(self) -> str:
+        """``joining``, ``normal``, ``leaving`` (or ``new``/``left``), as ``funnelkvs ring`` shows it."""
+        return self.chord.status.value
+
+    @property
+    def alone(self) -> bool:
+        """No other node is known: this node owns the whole ring."""
+        return self.chord.successor.node_id == self.me.node_id
+
+    def owns(self, position: int) -> bool:
+        """Whether ``position`` lies in ``(predecessor, self]`` (all of it while alone)."""
+        return self.chord.owns(position)
+
+    # --- joining ------------------------------------------------------------------------------------
+
+    def _try_next_seed(self) -> None:
+        if self._stopped or self.chord.status is not ChordStatus.NEW:
+            return
+        host, port = self.seeds[self._next_seed % len(self.seeds)]
+        self._next_seed += 1
+        future = self.node.peer(host, port).call(INFO, b"", timeout=self.settings.rpc_timeout)
+        future.add_done_callback(lambda done: self._on_seed_info(host, port, done))
+
+    def _on_seed_info(self, host: str, port: int, done: Future[V2Response]) -> None:
+        if self._stopped or self.chord.status is not ChordStatus.NEW:
+            return
+        try:
+            response = done.result()
+            if response.status != Status.SUCCESS:
+                raise RemoteProtocolError(f"INFO answered status {response.status}")
+            info: dict[str, Any] = json.loads(response.body)
+            seed = NodeRef(int(info["node_id"], 16), str(info["address"]))
+        except (NodeUnreachable, RemoteProtocolError, ValueError, KeyError, TypeError) as exc:
+            log.warning("seed %s:%d did not answer (%s); trying again", host, port, exc)
+            self.loop.call_later(self.settings.stabilize_interval, self._try_next_seed)
+            return
+        except Exception as exc:  # a timeout among them
+            log.warning("seed %s:%d did not answer (%s); trying again", host, port, exc)
+            self.loop.call_later(self.settings.stabilize_interval, self._try_next_seed)
+            return
+        if seed.node_id == self.me.node_id:
+            log.warning("seed %s is this node itself; trying the next", seed.address)
+            if len(self.seeds) == 1:
+                log.warning("no other seed: starting a new ring")
+                self._run(self.chord.create())
+                return
+            self.loop.call_soon(self._try_next_seed)
+            return
+        log.info("joining the ring through %s", seed.address)
+        self._run(self.chord.join(seed))
+
+    # --- lookups ------------------------------------------------------------------------------------
+
+    def lookup(self, position: int) -> Future[LookupDone]:
+        """Find ``position``'s successor by an iterative lookup from this node."""
+        future: Future[LookupDone] = Future()
+        lookup_id, effects = self.chord.lookup(position)
+        self._lookups[lookup_id] = future
+        self._run(effects)
+        return future
+
+    # --- the effects --------------------------------------------------------------------------------
+
+    def _tick(self, handler: Callable[[float], list[Effect]]) -> None:
+        if not self._stopped:
+            self._run(handler(self.loop.time()))
+
+    def _run(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if type(effect) is Send:
+                self._send(effect)
+            elif type(effect) is PredecessorChanged:
+                log.info("predecessor: %s -> %s", _show(effect.old), _show(effect.new))
+                for listener in self.events.predecessor_changed:
+                    listener(effect.old, effect.new)
+            elif type(effect) is SuccessorChanged:
+                log.info("successor: %s -> %s", _show(effect.old), _show(effect.new))
+            elif type(effect) is SuccessorListChanged:
+                for successors_listener in self.events.successors_changed:
+                    successors_listener(effect.new)
+            elif type(effect) is Joined:
+                log.info("joined the ring: successor %s", _show(effect.successor))
+                for joined_listener in self.events.joined:
+                    joined_listener(effect.successor)
+            elif type(effect) is JoinFailed:
+                log.warning("join through %s found no live successor; trying again", _show(effect.seed))
+                self.loop.call_later(self.settings.stabilize_interval, self._try_next_seed)
+            elif type(effect) is LookupDone or type(effect) is LookupFailed:
+                future = self._lookups.pop(effect.lookup_id, None)
+                if future is not None:
+                    if type(effect) is LookupDone:
+                        future.set_result(effect)
+                    else:
+                        future.set_exception(NodeUnreachable(f"lookup of {effect.key:040x} failed"))
+            elif type(effect) is Left:
+                for left_listener in self.events.left:
+                    left_listener()
+
+    def _send(self, send: Send) -> None:
+        if send.to.node_id == self.me.node_id:
+            # A call to ourselves (a lookup that starts here): answered locally, on the next pass.
+            self.loop.call_soon(self._answer_locally, send)
+            return
+        op, body = encode_request(send.message)
+        try:
+            host, port = split_address(send.to.address)
+        except ValueError:
+            self._run(self.chord.on_timeout(send.call_id, self.loop.time()))
+            return
+        future = self.node.peer(host, port).call(op, body, timeout=self.settings.rpc_timeout)
+        future.add_done_callback(lambda done: self._on_answer(send, done))
+
+    def _answer_locally(self, send: Send) -> None:
+        now = self.loop.time()
+        reply, effects = self.chord.handle(send.message, now)
+        self._run(effects)
+        self._run(self.chord.on_reply(send.call_id, reply, now))
+
+    def _on_answer(self, send: Send, done: Future[V2Response]) -> None:
+        now = self.loop.time()
+        if done.exception() is None:
+            response = done.result()
+            if response.status == Status.SUCCESS:
+                try:
+                    reply = decode_reply(send.message, response.body)
+                except RemoteProtocolError as exc:
+                    log.warning("%s answered %s with %s", send.to.address, type(send.message).__name__, exc)
+                else:
+                    self._run(self.chord.on_reply(send.call_id, reply, now))
+                    return
+        # No answer, a broken answer or an error status: the peer counts as failed for this call.
+        self._run(self.chord.on_timeout(send.call_id, now))
+
+    def _handler(self, op: int) -> Callable[[bytes], tuple[int, bytes]]:
+        def handle(body: bytes) -> tuple[int, bytes]:
+            request = decode_request(op, body)
+            reply, effects = self.chord.handle(request, self.loop.time())
+            self._run(effects)
+            return Status.SUCCESS, encode_reply(reply)
+
+        return handle
+
+    # --- views ----------------------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """This node's Chord state for INFO and ``funnelkvs ring``."""
+        chord = self.chord
+        return {
+            "state": self.state,
+            "predecessor": None if chord.predecessor is None else _as_dict(chord.predecessor),
+            "successors": [_as_dict(node) for node in chord.successors],
+        }
+
+
+def _as_dict(node: NodeRef) -> dict[str, str]:
+    return {"id": f"{node.node_id:040x}", "address": node.address}
+
+
+def _show(node: NodeRef | None) -> str:
+    return "none" if node is None else f"{node.address} ({node.node_id:040x}"[: len(node.address) + 14] + "…)"
