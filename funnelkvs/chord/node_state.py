@@ -26,6 +26,7 @@ The rules, with their sources (Stoica et al., SIGCOMM 2001 = "paper"; Zave, IEEE
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from typing import cast
 
@@ -90,7 +91,7 @@ _FOR_CALLER = 0
 _FOR_JOIN = 1
 _FOR_FINGER = 2
 
-_NO_EFFECTS: list[Effect] = []
+_NO_EFFECTS: Sequence[Effect] = ()
 
 
 class ChordNode:
@@ -103,7 +104,7 @@ class ChordNode:
     :param fingers_only: answer FindSuccessor with fingers only (the paper's routing, for the
         simulator's comparison); the successor list still decides ownership.
 
-    Handlers return effects in order; a returned list may be shared and must not be mutated.
+    Handlers return effects in order, as a read-only sequence (it may be shared).
     """
 
     __slots__ = (
@@ -207,13 +208,13 @@ class ChordNode:
 
     # --- starting and stopping --------------------------------------------------------------------
 
-    def create(self) -> list[Effect]:
+    def create(self) -> Sequence[Effect]:
         """Start a new ring with this node alone in it (paper Figure 6, ``create``)."""
         self._require(Status.NEW, "create")
         self.status = Status.NORMAL
         return _NO_EFFECTS
 
-    def join(self, seed: NodeRef) -> list[Effect]:
+    def join(self, seed: NodeRef) -> Sequence[Effect]:
         """Join the ring that ``seed`` is on: look up our successor through ``seed``, then adopt it and
         its successor list (Zave's join). Ends with :class:`Joined` or :class:`JoinFailed`."""
         self._require(Status.NEW, "join")
@@ -227,7 +228,7 @@ class ChordNode:
             self._lookup_id(), self.me.node_id, seed, local_origin=False, purpose=_FOR_JOIN, payload=seed
         )
 
-    def leave(self) -> list[Effect]:
+    def leave(self) -> Sequence[Effect]:
         """Leave voluntarily (paper 5.4): tell the predecessor our successor list and the successor our
         predecessor. Ends with :class:`Left` once both answered or timed out. The driver hands the
         keys to the successor before calling this. The node keeps answering requests meanwhile."""
@@ -245,7 +246,7 @@ class ChordNode:
             effects.append(Left())
         return effects
 
-    def lookup(self, key: int) -> tuple[int, list[Effect]]:
+    def lookup(self, key: int) -> tuple[int, Sequence[Effect]]:
         """Find ``key``'s successor, starting here. Returns the lookup id and the effects; ends with
         :class:`LookupDone` or :class:`LookupFailed` carrying that id (maybe in these effects)."""
         lookup = Lookup(self._lookup_id(), key, self.me, local_origin=True, purpose=_FOR_CALLER)
@@ -253,7 +254,7 @@ class ChordNode:
 
     # --- timers -----------------------------------------------------------------------------------
 
-    def on_stabilize(self, now: float) -> list[Effect]:
+    def on_stabilize(self, now: float) -> Sequence[Effect]:
         """The stabilize timer fired (``ring.stabilize_interval``). Does nothing while the previous
         round is still waiting for an answer."""
         if self.status not in (Status.NORMAL, Status.LEAVING) or self._stabilizing:
@@ -262,7 +263,7 @@ class ChordNode:
         self._stabilize(now, effects)
         return effects
 
-    def on_fix_fingers(self, now: float) -> list[Effect]:
+    def on_fix_fingers(self, now: float) -> Sequence[Effect]:
         """The fix-fingers timer fired (``ring.fix_fingers_interval``): refresh the next finger."""
         if self.status is not Status.NORMAL or self._fixing:
             return _NO_EFFECTS
@@ -288,7 +289,7 @@ class ChordNode:
         )
         return self._ask(lookup, [], self.me)
 
-    def on_check_predecessor(self, now: float) -> list[Effect]:
+    def on_check_predecessor(self, now: float) -> Sequence[Effect]:
         """The check-predecessor timer fired: ping the predecessor; it is cleared if it times out."""
         pred = self.predecessor
         if pred is None or self._pinging or pred.node_id == self.me.node_id:
@@ -298,7 +299,7 @@ class ChordNode:
 
     # --- requests from other nodes ------------------------------------------------------------------
 
-    def handle(self, request: Request, now: float) -> tuple[Reply, list[Effect]]:
+    def handle(self, request: Request, now: float) -> tuple[Reply, Sequence[Effect]]:
         """Answer a request from another node. Returns the reply (to send back under the request's
         call id) and effects (Notify and Leave may change the predecessor or the successor list)."""
         if isinstance(request, FindSuccessor):
@@ -315,7 +316,7 @@ class ChordNode:
 
     # --- replies and timeouts -----------------------------------------------------------------------
 
-    def on_reply(self, call_id: int, reply: Reply, now: float) -> list[Effect]:
+    def on_reply(self, call_id: int, reply: Reply, now: float) -> Sequence[Effect]:
         """The reply to our call ``call_id`` arrived. Unknown call ids (a reply after its timeout) are
         ignored."""
         call = self._calls.pop(call_id, None)
@@ -350,7 +351,7 @@ class ChordNode:
             self._leave_answered(effects)
         return effects
 
-    def on_timeout(self, call_id: int, now: float) -> list[Effect]:
+    def on_timeout(self, call_id: int, now: float) -> Sequence[Effect]:
         """Our call ``call_id`` got no reply in time (or the peer could not be reached)."""
         call = self._calls.pop(call_id, None)
         if call is None:
@@ -449,7 +450,7 @@ class ChordNode:
 
     # --- notify, leave --------------------------------------------------------------------------------
 
-    def _notified(self, node: NodeRef, now: float) -> list[Effect]:
+    def _notified(self, node: NodeRef, now: float) -> Sequence[Effect]:
         if node.node_id == self.me.node_id:
             return _NO_EFFECTS
         self._dead.pop(node.node_id, None)
