@@ -21,6 +21,7 @@ from funnelkvs.chord import (
     NextHop,
     NodeRef,
     Notify,
+    NotOnRing,
     Ping,
     Pong,
     PredecessorChanged,
@@ -150,9 +151,13 @@ def test_a_dead_successor_is_replaced_by_the_next_entry_at_once() -> None:
     assert SuccessorListChanged((ref(30), ref(40), ref(50)), (ref(40), ref(50))) in effects
     retry = only_send(effects)
     assert retry.to == ref(40) and retry.message == GetNeighbours()
-    # The dead node is not copied back from a list that still holds it.
-    node.on_reply(retry.call_id, Neighbours(ref(30), (ref(50), ref(60))), 2.0)
+    # 40 has not noticed yet: its predecessor is still 30, which is asked again (maybe it restarted)...
+    check = only_send(node.on_reply(retry.call_id, Neighbours(ref(30), (ref(50), ref(60), ref(30))), 2.0))
+    assert check.to == ref(30)
+    effects = node.on_timeout(check.call_id, 3.0)
+    # ... and, dead, it is not copied back from a list that still holds it.
     assert [s.node_id for s in node.successors] == [40, 50, 60]
+    assert only_send(effects).message == Notify(ref(10))
 
 
 def test_a_node_alone_adopts_the_node_that_notified_it() -> None:
@@ -222,6 +227,16 @@ def test_leave_tells_both_neighbours_and_ends_when_both_answered() -> None:
     assert not node.on_reply(first.call_id, Ack(), 1.0)
     assert node.on_timeout(second.call_id, 1.0)[-1] == Left()
     assert node.status is Status.LEFT
+
+
+def test_a_node_not_on_a_ring_refuses_requests() -> None:
+    """Answering as if alone would make a caller copy an empty successor list."""
+    node = ChordNode(ref(50))
+    with pytest.raises(NotOnRing):
+        node.handle(GetNeighbours(), 0.0)
+    node.join(ref(10))
+    with pytest.raises(NotOnRing):
+        node.handle(FindSuccessor(3), 0.0)
 
 
 def test_the_neighbours_of_a_leaving_node_close_the_gap() -> None:
