@@ -13,7 +13,7 @@ def test_the_public_names_are_pinned() -> None:
     assert set(chord.__all__) == {
         "Ack", "ChordNode", "Effect", "FindSuccessor", "FingerTable", "Found", "GetNeighbours",
         "JoinFailed", "Joined", "Leave", "Left", "Lookup", "LookupDone", "LookupFailed", "Neighbours",
-        "NextHop", "NodeRef", "Notify", "Ping", "Pong", "PredecessorChanged", "Reply", "Request",
+        "NextHop", "NodeRef", "NotOnRing", "Notify", "Ping", "Pong", "PredecessorChanged", "Reply", "Request",
         "RoutingCandidates", "Send", "Status", "SuccessorChanged", "SuccessorList",
         "SuccessorListChanged", "closest_preceding_node", "distance", "find_successor_step",
         "finger_start", "in_half_open", "in_open", "node_id", "node_ref", "reconciled",
@@ -58,4 +58,5 @@ def test_messages_carry_only_plain_data() -> None:
         return value is None or type(value) in (int, str, bool)
 
     for message in samples:
-        assert all(plain(getattr(message, f.name)) for f in dataclasses.fields(message)), message
+        fields = dataclasses.fields(message)  # type: ignore[arg-type]
+        assert all(plain(getattr(message, f.name)) for f in fields), message

@@ -202,3 +202,23 @@ def test_mean_hops_fingers_only_is_about_half_log2_n() -> None:
     expected = 0.5 * math.log2(n)
     assert abs(statistics.mean(fingers_only) - expected) <= 0.15 * expected, statistics.mean(fingers_only)
     assert statistics.mean(with_list) <= statistics.mean(fingers_only)
+
+
+def test_a_crashed_node_that_restarts_at_once_takes_its_place_back() -> None:
+    """SIGTERM or crash, then a restart with the same id before the ring noticed: the neighbours
+    still point at it while it joins, and it must not look like a node alone to them."""
+    r = 3
+    net, ids, _ = build(12, r, seed=4)
+    live = sorted(ids)
+    back = live[5]
+    net.fail(back)
+    net.round()
+    net.join(back, live[0], run=False)  # a new ChordNode, same id; it joins during the next round
+    net.observer = lambda: (
+        None
+        if inv.valid({i: n for i, n in net.live.items() if n.status.value == "normal"})
+        else pytest.fail(inv.explain(net.live) or "")
+    )
+    net.stabilize_until_quiescent()
+    net.observer = None
+    assert_correct_ring(net, r)

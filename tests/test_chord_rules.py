@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
 from funnelkvs.chord import (
@@ -19,6 +21,7 @@ from funnelkvs.chord import (
     NextHop,
     NodeRef,
     Notify,
+    NotOnRing,
     Ping,
     Pong,
     PredecessorChanged,
@@ -34,11 +37,11 @@ def ref(i: int) -> NodeRef:
     return NodeRef(i, f"n{i}")
 
 
-def sends(effects: list[Effect]) -> list[Send]:
+def sends(effects: Sequence[Effect]) -> list[Send]:
     return [e for e in effects if isinstance(e, Send)]
 
 
-def only_send(effects: list[Effect]) -> Send:
+def only_send(effects: Sequence[Effect]) -> Send:
     out = sends(effects)
     assert len(out) == 1, effects
     return out[0]
@@ -136,7 +139,7 @@ def test_stabilize_ignores_a_predecessor_outside_the_gap_and_always_notifies() -
 def test_a_second_stabilize_waits_for_the_first() -> None:
     node = joined_node(10, [30, 40])
     assert sends(node.on_stabilize(1.0))
-    assert node.on_stabilize(2.0) == []
+    assert not node.on_stabilize(2.0)
 
 
 def test_a_dead_successor_is_replaced_by_the_next_entry_at_once() -> None:
@@ -148,16 +151,21 @@ def test_a_dead_successor_is_replaced_by_the_next_entry_at_once() -> None:
     assert SuccessorListChanged((ref(30), ref(40), ref(50)), (ref(40), ref(50))) in effects
     retry = only_send(effects)
     assert retry.to == ref(40) and retry.message == GetNeighbours()
-    # The dead node is not copied back from a list that still holds it.
-    node.on_reply(retry.call_id, Neighbours(ref(30), (ref(50), ref(60))), 2.0)
+    # 40 has not noticed yet: its predecessor is still 30, which is asked again (maybe it restarted)...
+    check = only_send(node.on_reply(retry.call_id, Neighbours(ref(30), (ref(50), ref(60), ref(30))), 2.0))
+    assert check.to == ref(30)
+    effects = node.on_timeout(check.call_id, 3.0)
+    # ... and, dead, it is not copied back from a list that still holds it.
     assert [s.node_id for s in node.successors] == [40, 50, 60]
+    assert only_send(effects).message == Notify(ref(10))
 
 
 def test_a_node_alone_adopts_the_node_that_notified_it() -> None:
     node = ChordNode(ref(10))
     node.create()
-    assert node.on_stabilize(0.0) == []
-    assert node.handle(Notify(ref(20)), 0.0) == (Ack(), [PredecessorChanged(None, ref(20))])
+    assert not node.on_stabilize(0.0)
+    reply, effects = node.handle(Notify(ref(20)), 0.0)
+    assert reply == Ack() and list(effects) == [PredecessorChanged(None, ref(20))]
     check = only_send(node.on_stabilize(1.0))
     assert check.to == ref(20)
     effects = node.on_reply(check.call_id, Neighbours(ref(10), (ref(10),)), 1.0)
@@ -172,8 +180,8 @@ def test_notify_adopts_when_unset_or_closer_and_not_when_farther() -> None:
     node = joined_node(50, [60, 70])
     assert node.handle(Notify(ref(20)), 0.0)[1] == [PredecessorChanged(None, ref(20))]
     assert node.handle(Notify(ref(40)), 0.0)[1] == [PredecessorChanged(ref(20), ref(40))]
-    assert node.handle(Notify(ref(30)), 0.0)[1] == []  # farther than 40
-    assert node.handle(Notify(ref(40)), 0.0)[1] == []  # the same
+    assert not node.handle(Notify(ref(30)), 0.0)[1]  # farther than 40
+    assert not node.handle(Notify(ref(40)), 0.0)[1]  # the same
     assert node.predecessor == ref(40)
 
 
@@ -181,7 +189,7 @@ def test_check_predecessor_clears_a_predecessor_that_does_not_answer() -> None:
     node = joined_node(50, [60], pred=40)
     ping = only_send(node.on_check_predecessor(1.0))
     assert ping.to == ref(40) and ping.message == Ping()
-    assert node.on_reply(ping.call_id, Pong(), 1.0) == []
+    assert not node.on_reply(ping.call_id, Pong(), 1.0)
     assert node.predecessor == ref(40)
     ping = only_send(node.on_check_predecessor(2.0))
     assert node.on_timeout(ping.call_id, 3.0) == [PredecessorChanged(ref(40), None)]
@@ -193,8 +201,9 @@ def test_check_predecessor_clears_a_predecessor_that_does_not_answer() -> None:
 
 def test_requests_are_answered_from_the_state() -> None:
     node = joined_node(50, [60, 70], pred=40)
-    assert node.handle(GetNeighbours(), 0.0) == (Neighbours(ref(40), (ref(60), ref(70))), [])
-    assert node.handle(Ping(), 0.0) == (Pong(), [])
+    reply, effects = node.handle(GetNeighbours(), 0.0)
+    assert reply == Neighbours(ref(40), (ref(60), ref(70))) and not effects
+    assert node.handle(Ping(), 0.0)[0] == Pong()
     assert node.handle(FindSuccessor(55), 0.0)[0] == Found((ref(60), ref(70)))
     assert node.handle(FindSuccessor(65), 0.0)[0] == NextHop(ref(60))
     assert node.handle(FindSuccessor(65, (60,)), 0.0)[0] == Found((ref(70),))
@@ -215,9 +224,19 @@ def test_leave_tells_both_neighbours_and_ends_when_both_answered() -> None:
     notice = Leave(ref(50), ref(40), (ref(60), ref(70)))
     assert {(s.to, s.message) for s in sends(effects)} == {(ref(40), notice), (ref(60), notice)}
     first, second = sends(effects)
-    assert node.on_reply(first.call_id, Ack(), 1.0) == []
+    assert not node.on_reply(first.call_id, Ack(), 1.0)
     assert node.on_timeout(second.call_id, 1.0)[-1] == Left()
     assert node.status is Status.LEFT
+
+
+def test_a_node_not_on_a_ring_refuses_requests() -> None:
+    """Answering as if alone would make a caller copy an empty successor list."""
+    node = ChordNode(ref(50))
+    with pytest.raises(NotOnRing):
+        node.handle(GetNeighbours(), 0.0)
+    node.join(ref(10))
+    with pytest.raises(NotOnRing):
+        node.handle(FindSuccessor(3), 0.0)
 
 
 def test_the_neighbours_of_a_leaving_node_close_the_gap() -> None:

@@ -37,7 +37,7 @@ from funnelkvs.chord.messages import (
     Request,
 )
 from funnelkvs.chord.node_ref import NodeRef, node_id, node_ref
-from funnelkvs.chord.node_state import ChordNode, Status
+from funnelkvs.chord.node_state import ChordNode, NotOnRing, Status
 from funnelkvs.chord.routing import Lookup, RoutingCandidates, closest_preceding_node, find_successor_step
 from funnelkvs.chord.successor_list import SuccessorList, reconciled
 
@@ -59,6 +59,7 @@ __all__ = [
     "Neighbours",
     "NextHop",
     "NodeRef",
+    "NotOnRing",
     "Notify",
     "Ping",
     "Pong",

@@ -20,12 +20,15 @@ The rules, with their sources (Stoica et al., SIGCOMM 2001 = "paper"; Zave, IEEE
 - fix_fingers (paper Figure 7): refresh the next finger by a lookup (and every later finger the
   same node covers).
 - leave (paper 5.4): tell the predecessor our successor list and the successor our predecessor.
-- any call that times out marks the peer dead for ``dead_ttl`` seconds: it leaves the successor
-  list, the fingers and the predecessor, and reconciliation does not copy it back meanwhile.
+- a call that times out drops the peer from the successor list, the fingers and the predecessor at
+  once. Nothing remembers it as dead: if a neighbour's list still names it, it comes back and is
+  dropped again when called, until the neighbours have dropped it too; a node that restarted is
+  taken back as soon as it answers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from typing import cast
 
@@ -62,8 +65,9 @@ from funnelkvs.chord.messages import (
 from funnelkvs.chord.node_ref import NodeRef
 from funnelkvs.chord.routing import Lookup, RoutingCandidates, find_successor_step
 from funnelkvs.chord.successor_list import SuccessorList
+from funnelkvs.errors import FunnelKVSError
 
-__all__ = ["ChordNode", "Status"]
+__all__ = ["ChordNode", "NotOnRing", "Status"]
 
 
 class Status(Enum):
@@ -90,7 +94,12 @@ _FOR_CALLER = 0
 _FOR_JOIN = 1
 _FOR_FINGER = 2
 
-_NO_EFFECTS: list[Effect] = []
+_NO_EFFECTS: Sequence[Effect] = ()
+_MEMBER = frozenset({Status.NORMAL, Status.LEAVING})
+
+
+class NotOnRing(FunnelKVSError):
+    """A Chord request reached a node that is not a member of a ring (new, joining, or left)."""
 
 
 class ChordNode:
@@ -98,19 +107,17 @@ class ChordNode:
 
     :param me: this node.
     :param successors: r, the successor list length (``ring.successors``).
-    :param dead_ttl: seconds a peer stays marked dead after a call to it timed out.
     :param max_lookup_messages: a lookup gives up after sending this many FindSuccessor messages.
     :param fingers_only: answer FindSuccessor with fingers only (the paper's routing, for the
         simulator's comparison); the successor list still decides ownership.
 
-    Handlers return effects in order; a returned list may be shared and must not be mutated.
+    Handlers return effects in order, as a read-only sequence (it may be shared).
     """
 
     __slots__ = (
         "_calls",
         "_candidates",
         "_candidates_fingers_only",
-        "_dead",
         "_fixing",
         "_leave_pending",
         "_next_call",
@@ -118,7 +125,6 @@ class ChordNode:
         "_pinging",
         "_stabilizing",
         "changes",
-        "dead_ttl",
         "fingers",
         "fingers_only",
         "max_lookup_messages",
@@ -133,7 +139,6 @@ class ChordNode:
         me: NodeRef,
         *,
         successors: int = 8,
-        dead_ttl: float = 10.0,
         max_lookup_messages: int = 512,
         fingers_only: bool = False,
     ) -> None:
@@ -142,7 +147,6 @@ class ChordNode:
         self.successor_list = SuccessorList(me, successors)
         self.fingers = FingerTable(me)
         self.status = Status.NEW
-        self.dead_ttl = dead_ttl
         self.max_lookup_messages = max_lookup_messages
         self.fingers_only = fingers_only
         #: Incremented on every change of predecessor, successor list or fingers (for drivers that
@@ -151,7 +155,6 @@ class ChordNode:
         self._calls: dict[int, tuple[int, NodeRef, object]] = {}
         self._next_call = 1
         self._next_lookup = 1
-        self._dead: dict[int, float] = {}
         self._candidates: RoutingCandidates | None = None
         self._candidates_fingers_only: RoutingCandidates | None = None
         self._stabilizing = False
@@ -176,11 +179,6 @@ class ChordNode:
         if self.predecessor is None:
             return key == self.me.node_id or not self.successor_list.nodes
         return in_half_open(key, self.predecessor.node_id, self.me.node_id)
-
-    def is_dead(self, node_id: int, now: float) -> bool:
-        """Whether a call to ``node_id`` timed out less than ``dead_ttl`` seconds before ``now``."""
-        until = self._dead.get(node_id)
-        return until is not None and until > now
 
     def candidates(self, *, fingers_only: bool = False) -> RoutingCandidates:
         """The routing candidates (fingers and successor list, or fingers and successor only)."""
@@ -207,13 +205,13 @@ class ChordNode:
 
     # --- starting and stopping --------------------------------------------------------------------
 
-    def create(self) -> list[Effect]:
+    def create(self) -> Sequence[Effect]:
         """Start a new ring with this node alone in it (paper Figure 6, ``create``)."""
         self._require(Status.NEW, "create")
         self.status = Status.NORMAL
         return _NO_EFFECTS
 
-    def join(self, seed: NodeRef) -> list[Effect]:
+    def join(self, seed: NodeRef) -> Sequence[Effect]:
         """Join the ring that ``seed`` is on: look up our successor through ``seed``, then adopt it and
         its successor list (Zave's join). Ends with :class:`Joined` or :class:`JoinFailed`."""
         self._require(Status.NEW, "join")
@@ -227,7 +225,7 @@ class ChordNode:
             self._lookup_id(), self.me.node_id, seed, local_origin=False, purpose=_FOR_JOIN, payload=seed
         )
 
-    def leave(self) -> list[Effect]:
+    def leave(self) -> Sequence[Effect]:
         """Leave voluntarily (paper 5.4): tell the predecessor our successor list and the successor our
         predecessor. Ends with :class:`Left` once both answered or timed out. The driver hands the
         keys to the successor before calling this. The node keeps answering requests meanwhile."""
@@ -245,7 +243,7 @@ class ChordNode:
             effects.append(Left())
         return effects
 
-    def lookup(self, key: int) -> tuple[int, list[Effect]]:
+    def lookup(self, key: int) -> tuple[int, Sequence[Effect]]:
         """Find ``key``'s successor, starting here. Returns the lookup id and the effects; ends with
         :class:`LookupDone` or :class:`LookupFailed` carrying that id (maybe in these effects)."""
         lookup = Lookup(self._lookup_id(), key, self.me, local_origin=True, purpose=_FOR_CALLER)
@@ -253,7 +251,7 @@ class ChordNode:
 
     # --- timers -----------------------------------------------------------------------------------
 
-    def on_stabilize(self, now: float) -> list[Effect]:
+    def on_stabilize(self, now: float) -> Sequence[Effect]:
         """The stabilize timer fired (``ring.stabilize_interval``). Does nothing while the previous
         round is still waiting for an answer."""
         if self.status not in (Status.NORMAL, Status.LEAVING) or self._stabilizing:
@@ -262,7 +260,7 @@ class ChordNode:
         self._stabilize(now, effects)
         return effects
 
-    def on_fix_fingers(self, now: float) -> list[Effect]:
+    def on_fix_fingers(self, now: float) -> Sequence[Effect]:
         """The fix-fingers timer fired (``ring.fix_fingers_interval``): refresh the next finger."""
         if self.status is not Status.NORMAL or self._fixing:
             return _NO_EFFECTS
@@ -288,7 +286,7 @@ class ChordNode:
         )
         return self._ask(lookup, [], self.me)
 
-    def on_check_predecessor(self, now: float) -> list[Effect]:
+    def on_check_predecessor(self, now: float) -> Sequence[Effect]:
         """The check-predecessor timer fired: ping the predecessor; it is cleared if it times out."""
         pred = self.predecessor
         if pred is None or self._pinging or pred.node_id == self.me.node_id:
@@ -298,9 +296,16 @@ class ChordNode:
 
     # --- requests from other nodes ------------------------------------------------------------------
 
-    def handle(self, request: Request, now: float) -> tuple[Reply, list[Effect]]:
+    def handle(self, request: Request, now: float) -> tuple[Reply, Sequence[Effect]]:
         """Answer a request from another node. Returns the reply (to send back under the request's
-        call id) and effects (Notify and Leave may change the predecessor or the successor list)."""
+        call id) and effects (Notify and Leave may change the predecessor or the successor list).
+
+        :raises NotOnRing: the node is not a member (new, joining, or left). It must not answer as if
+            it were alone: a caller would copy its empty successor list. The driver answers with an
+            error, which the caller's driver delivers as ``on_timeout``.
+        """
+        if self.status not in _MEMBER:
+            raise NotOnRing(f"node {self.me.address} is {self.status.value}, not on the ring")
         if isinstance(request, FindSuccessor):
             return self.find_successor_step(request.key, request.avoid), _NO_EFFECTS
         if isinstance(request, GetNeighbours):
@@ -315,14 +320,13 @@ class ChordNode:
 
     # --- replies and timeouts -----------------------------------------------------------------------
 
-    def on_reply(self, call_id: int, reply: Reply, now: float) -> list[Effect]:
+    def on_reply(self, call_id: int, reply: Reply, now: float) -> Sequence[Effect]:
         """The reply to our call ``call_id`` arrived. Unknown call ids (a reply after its timeout) are
         ignored."""
         call = self._calls.pop(call_id, None)
         if call is None:
             return _NO_EFFECTS
         kind, peer, data = call
-        self._dead.pop(peer.node_id, None)
         effects: list[Effect] = []
         if kind == _STABILIZE:
             assert isinstance(reply, Neighbours)
@@ -350,7 +354,7 @@ class ChordNode:
             self._leave_answered(effects)
         return effects
 
-    def on_timeout(self, call_id: int, now: float) -> list[Effect]:
+    def on_timeout(self, call_id: int, now: float) -> Sequence[Effect]:
         """Our call ``call_id`` got no reply in time (or the peer could not be reached)."""
         call = self._calls.pop(call_id, None)
         if call is None:
@@ -407,12 +411,9 @@ class ChordNode:
             self._stabilizing = False
             return
         p = reply.predecessor
-        if (
-            p is not None
-            and in_open(p.node_id, self.me.node_id, succ.node_id)
-            and not self.is_dead(p.node_id, now)
-        ):
-            # Zave: adopt p only if it is live: asking it for its list is the check.
+        if p is not None and in_open(p.node_id, self.me.node_id, succ.node_id):
+            # Zave: adopt p only if it is live: asking it for its list is the check. Even a node we
+            # marked dead is asked: it may have restarted, and an answer clears the mark.
             effects.append(self._call(_CANDIDATE, p, GET_NEIGHBOURS, (succ, reply.successors)))
             return
         self._adopt_successor(succ, reply.successors, now, effects)
@@ -429,8 +430,7 @@ class ChordNode:
         self, succ: NodeRef, their_successors: tuple[NodeRef, ...], now: float, effects: list[Effect]
     ) -> None:
         old = self.successor_list.nodes
-        dead = self._live_dead_marks(now)
-        if self.successor_list.reconcile(succ, their_successors, dead):
+        if self.successor_list.reconcile(succ, their_successors):
             self._successors_changed(old, effects)
 
     def _successors_changed(self, old: tuple[NodeRef, ...], effects: list[Effect]) -> None:
@@ -449,16 +449,12 @@ class ChordNode:
 
     # --- notify, leave --------------------------------------------------------------------------------
 
-    def _notified(self, node: NodeRef, now: float) -> list[Effect]:
+    def _notified(self, node: NodeRef, now: float) -> Sequence[Effect]:
         if node.node_id == self.me.node_id:
             return _NO_EFFECTS
-        self._dead.pop(node.node_id, None)
         pred = self.predecessor
-        if (
-            pred is None
-            or self.is_dead(pred.node_id, now)
-            or in_open(node.node_id, pred.node_id, self.me.node_id)
-        ):
+        # "Unset or dead": a predecessor that failed a call is already unset (see _peer_failed).
+        if pred is None or in_open(node.node_id, pred.node_id, self.me.node_id):
             if node == pred:
                 return _NO_EFFECTS
             self.predecessor = node
@@ -468,14 +464,11 @@ class ChordNode:
 
     def _neighbour_left(self, notice: Leave, now: float) -> list[Effect]:
         gone = notice.node
-        self._mark_dead(gone.node_id, now)
         effects: list[Effect] = []
         if self.successor.node_id == gone.node_id and notice.successors:
             old = self.successor_list.nodes
             # The leaving node's list, as if it had been our successor's answer, minus the node.
-            changed = self.successor_list.reconcile(
-                notice.successors[0], notice.successors[1:], self._live_dead_marks(now)
-            )
+            changed = self.successor_list.reconcile(notice.successors[0], notice.successors[1:])
             if changed:
                 self._successors_changed(old, effects)
         self._forget(gone, now, effects)
@@ -558,14 +551,13 @@ class ChordNode:
     # --- failures -------------------------------------------------------------------------------------
 
     def _peer_failed(self, peer: NodeRef, now: float, effects: list[Effect]) -> None:
-        self._mark_dead(peer.node_id, now)
-        self._forget(peer, now, effects)
         pred = self.predecessor
         if pred is not None and pred.node_id == peer.node_id:
             # Paper 4.4, check_predecessor: a predecessor that does not answer is cleared.
             self.predecessor = None
             self.changes += 1
             effects.append(PredecessorChanged(pred, None))
+        self._forget(peer, now, effects)
 
     def _forget(self, peer: NodeRef, now: float, effects: list[Effect]) -> None:
         """Drop ``peer`` from the successor list and the fingers (not from the predecessor)."""
@@ -581,21 +573,9 @@ class ChordNode:
         # Every successor failed (Zave's precondition was broken). Rather than claim the whole ring
         # alone, take the closest live node we still know; stabilize corrects it from there.
         for node in (*self.fingers.distinct(), self.predecessor):
-            if node is not None and node.node_id != self.me.node_id and not self.is_dead(node.node_id, now):
+            if node is not None and node.node_id != self.me.node_id:
                 self.successor_list.reconcile(node, ())
                 return
-
-    def _mark_dead(self, node_id: int, now: float) -> None:
-        self._dead[node_id] = now + self.dead_ttl
-
-    def _live_dead_marks(self, now: float) -> dict[int, float] | frozenset[int]:
-        dead = self._dead
-        if not dead:
-            return frozenset()
-        expired = [i for i, until in dead.items() if until <= now]
-        for i in expired:
-            del dead[i]
-        return dead
 
     # --- plumbing -------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from funnelkvs.chord.effects import Effect, JoinFailed, Left, LookupDone, LookupFailed, Send
 from funnelkvs.chord.node_ref import NodeRef
-from funnelkvs.chord.node_state import ChordNode, Status
+from funnelkvs.chord.node_state import ChordNode, NotOnRing, Status
 from funnelkvs.chord.routing import Lookup
 
 _DELIVER = 0
@@ -134,7 +134,7 @@ class Network:
 
     def stabilize_until_quiescent(self, max_rounds: int = 500, quiet_rounds: int = 1) -> int:
         """Run rounds until ``quiet_rounds`` rounds in a row change no live node's predecessor,
-        successor list or fingers. Returns the rounds run.
+        successor list or fingers, with no join waiting to be retried. Returns the rounds run.
 
         :raises NotQuiescent: not settled within ``max_rounds``.
         """
@@ -142,7 +142,8 @@ class Network:
         for done in range(1, max_rounds + 1):
             before = self.changes()
             self.round()
-            quiet = quiet + 1 if self.changes() == before else 0
+            settled = self.changes() == before and not self._join_retries
+            quiet = quiet + 1 if settled else 0
             if quiet >= quiet_rounds:
                 return done
         raise NotQuiescent(f"still changing after {max_rounds} rounds")
@@ -212,8 +213,15 @@ class Network:
                 self._join_retries.append((node, effect.seed))
 
     def _retry_join(self, node: ChordNode, seed: NodeRef) -> None:
-        if node.me.node_id in self.live and node.status is Status.NEW:
-            self._apply(node, node.join(seed))
+        if self.live.get(node.me.node_id) is not node or node.status is not Status.NEW:
+            return
+        if seed.node_id not in self.live:
+            # The seed has gone: like an operator's next seed, take any member.
+            members = sorted(i for i, n in self.live.items() if n.status is Status.NORMAL)
+            if not members:
+                return
+            seed = self.live[members[0]].me
+        self._apply(node, node.join(seed))
 
     def _dispatch(self, kind: int, payload: Any) -> None:
         if kind == _DELIVER:
@@ -222,7 +230,12 @@ class Network:
             if callee is None:
                 self._schedule(sent_at + self.rpc_timeout, _TIMEOUT, (sender, send.call_id))
                 return
-            reply, effects = callee.handle(send.message, self.now)
+            try:
+                reply, effects = callee.handle(send.message, self.now)
+            except NotOnRing:
+                # An error answer: the caller's driver reports it as a failed call.
+                self._schedule(self.now + self.latency, _TIMEOUT, (sender, send.call_id))
+                return
             self._apply(callee, effects)
             self._schedule(self.now + self.latency, _REPLY, (sender, send.call_id, reply))
         elif kind == _REPLY:
