@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from funnelkvs.chord import (
@@ -31,6 +31,7 @@ from funnelkvs.chord import (
     LookupDone,
     LookupFailed,
     NodeRef,
+    NotOnRing,
     PredecessorChanged,
     Send,
     SuccessorChanged,
@@ -99,9 +100,7 @@ class RingDriver:
         self.me = me
         self.settings = settings
         self.seeds = seeds
-        self.chord = ChordNode(
-            me, successors=settings.successors, dead_ttl=max(5.0, 10 * settings.rpc_timeout)
-        )
+        self.chord = ChordNode(me, successors=settings.successors)
         self.events = RingEvents()
         self._timers: list[PeriodicTimer] = []
         self._lookups: dict[int, Future[LookupDone]] = {}
@@ -201,7 +200,7 @@ class RingDriver:
         if not self._stopped:
             self._run(handler(self.loop.time()))
 
-    def _run(self, effects: list[Effect]) -> None:
+    def _run(self, effects: Sequence[Effect]) -> None:
         for effect in effects:
             if type(effect) is Send:
                 self._send(effect)
@@ -270,7 +269,10 @@ class RingDriver:
     def _handler(self, op: int) -> Callable[[bytes], tuple[int, bytes]]:
         def handle(body: bytes) -> tuple[int, bytes]:
             request = decode_request(op, body)
-            reply, effects = self.chord.handle(request, self.loop.time())
+            try:
+                reply, effects = self.chord.handle(request, self.loop.time())
+            except NotOnRing as exc:  # joining, or left: no answer may pass for a member's
+                return Status.SERVER_ERROR, str(exc).encode()
             self._run(effects)
             return Status.SUCCESS, encode_reply(reply)
 
