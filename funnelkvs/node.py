@@ -27,14 +27,14 @@ import logging
 import signal
 import socket
 import threading
-from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from funnelkvs.chord import NodeRef
-from funnelkvs.errors import FunnelKVSError, RemoteProtocolError, StorageBusy
+from funnelkvs.connection import MAX_SLOTS, AnswerSlot, ClientConnection
+from funnelkvs.errors import FunnelKVSError, StorageBusy
 from funnelkvs.group_commit import GroupCommit, WriteBatch
-from funnelkvs.keyspace import ring_digest
+from funnelkvs.keyspace import ring_digest, ring_position
 from funnelkvs.loop import EVENT_READ, EVENT_READ_ANY, EVENT_WRITE, EventLoop, PeriodicTimer
 from funnelkvs.metrics import NodeMetrics
 from funnelkvs.peer import PeerConnection
@@ -59,10 +59,11 @@ from funnelkvs.protocol import (
     encode_response,
     stats_text,
 )
-from funnelkvs.protocol.v2 import V2Request, encode_v2_response, parse_key_value
+from funnelkvs.protocol.v2 import V2Request, encode_v2_response
 from funnelkvs.ring.driver import RingDriver, resolve_seed
 from funnelkvs.settings import Settings
 from funnelkvs.storage.backend import StorageBackend
+from funnelkvs.v2_service import Handler, V2Service
 
 if TYPE_CHECKING:
     from funnelkvs.plugins import PluginHost
@@ -86,48 +87,6 @@ SMALL_VALUE = 4096
 
 _SUCCESS = int(Status.SUCCESS)
 pack_head = RESPONSE_HEAD.pack
-
-
-class ClientConnection:
-    __slots__ = (
-        "address",
-        "closing",
-        "decoder",
-        "events",
-        "failed",
-        "handler",
-        "out",
-        "out_size",
-        "paused",
-        "sock",
-        "sync_mark",
-        "waiting",
-        "wants_sync",
-    )
-
-    def __init__(self, sock: socket.socket, address: str, decoder: RequestDecoder) -> None:
-        self.sock = sock
-        self.address = address
-        self.decoder = decoder
-        self.out: list[bytes | bytearray] = []
-        self.out_size = 0
-        #: The selector events currently registered (to avoid redundant epoll_ctl calls).
-        self.events = EVENT_READ
-        #: Close once the output has drained (fatal frame error, EOF from the client, shutdown).
-        self.closing = False
-        #: Output holds answers to writes that the pass-end sync has not covered yet.
-        self.wants_sync = False
-        #: Decoding stopped because the output reached the cap; resume once it has drained.
-        self.paused = False
-        #: Index in ``out`` of the first answer the pending sync must cover.
-        self.sync_mark = 0
-        #: Storage-thread jobs (a batch commit, a read) whose answers this connection waits for; while
-        #: non-zero the connection is held: unregistered from the loop, neither read nor written.
-        self.waiting = 0
-        #: A sync failed: the output ends in SERVER_ERROR and nothing more may be appended.
-        self.failed = False
-        #: The loop callback for this connection's socket (kept to register it again after a hold).
-        self.handler: Any = None
 
 
 class Node:
@@ -157,8 +116,7 @@ class Node:
             {} if self._commit is None else self._commit.pending
         )
         self._max_output = settings.limits.max_output_buffer
-        #: v2 node-to-node and admin op -> handler(body) -> (status, answer body); see register_rpc.
-        self._rpc_handlers: dict[int, Callable[[bytes], tuple[int, bytes]]] = {}
+        self.v2 = V2Service(self)
         self._stopping = False
         self._stopped = threading.Event()
         self._exporters: list[Any] = []
@@ -258,8 +216,8 @@ class Node:
             self.ring.stop()
         for conn in list(self._connections.values()):
             conn.closing = True
-            if conn.waiting:
-                continue  # flushed (then closed) when its storage jobs are done
+            if conn.waiting or conn.slots:
+                continue  # flushed (then closed) when its storage jobs and forwards are done
             if conn.out_size == 0:
                 self._close(conn)
             else:
@@ -361,6 +319,20 @@ class Node:
             conn.events = events
             self.loop.modify(conn.sock, events)
 
+    @property
+    def group_commit(self) -> GroupCommit | None:
+        """The storage thread's batching, for a blocking or durable backend (else None)."""
+        return self._commit
+
+    @property
+    def pending_writes(self) -> dict[bytes, tuple[bytes | bytearray | None, int]]:
+        """Writes handed to the storage thread and not committed yet (GET reads them first)."""
+        return self._pending
+
+    def register_rpc(self, op: int, handler: Handler) -> None:
+        """Answer v2 requests with op ``op`` by ``handler`` (see :meth:`V2Service.register`)."""
+        self.v2.register(op, handler)
+
     def _hold(self, conn: ClientConnection) -> None:
         """Stop watching a connection while it waits for the storage thread (see ``waiting``)."""
         if conn.events:
@@ -428,6 +400,8 @@ class Node:
         get = backend.get
         commit = self._commit
         pending = self._pending
+        ring = self.ring
+        forwarding = ring is not None and not ring.alone
         if commit is not None and commit.returning:
             commit.returning.discard(conn)  # it is back: the next batch need not wait for it
         out = conn.out
@@ -439,14 +413,14 @@ class Node:
         op: int
         key: bytes
         value: bytes | bytearray
-        while size < cap:
+        while size < cap and conn.slots < MAX_SLOTS:
             event = next_event()
             if event is NEED_DATA:
                 break
             if type(event) is V2Request:
                 if sync_mark is None and (event.op == PUT or event.op == DELETE):
                     sync_mark = len(out)  # before its answer: a failed sync cuts the output here
-                answered = self._answer_v2(conn, event)
+                answered = self.v2.answer(conn, event)
                 if answered is None:
                     break  # the storage thread answers it; later requests wait behind it
                 out.append(answered)
@@ -467,6 +441,15 @@ class Node:
                     break
                 continue
             op, key, value = event  # type: ignore[misc,assignment]  # a Request: the rest is handled
+            if forwarding and op <= DELETE:  # GET, PUT, DELETE
+                position = ring_position(key)
+                if not ring.owns(position):  # type: ignore[union-attr]
+                    # Another node owns the key: its answer takes this place in the output.
+                    slot = conn.add_slot()
+                    done = functools.partial(self._on_forwarded, conn, slot)
+                    ring.forwarder.forward(op, key, value, position, done)  # type: ignore[union-attr]
+                    requests[op] += 1
+                    continue
             answer: bytes | bytearray
             try:
                 if op == GET:
@@ -509,7 +492,7 @@ class Node:
                 # requests wait behind the answer, in order.
                 requests[op] += 1
                 conn.waiting += 1
-                commit.read(key, functools.partial(self._on_read, conn, -1))  # type: ignore[union-attr]
+                commit.read(key, functools.partial(self.on_read, conn, -1))  # type: ignore[union-attr]
                 break
             except Exception:
                 log.exception("request op=%#04x from %s failed", op, conn.address)
@@ -519,7 +502,7 @@ class Node:
             out.append(answer)
             size += len(answer)
         conn.out_size = size
-        conn.paused = size >= cap
+        conn.paused = size >= cap or conn.slots >= MAX_SLOTS
         if sync_mark is not None and sync_mark >= 0:
             conn.wants_sync = True
             conn.sync_mark = sync_mark
@@ -528,81 +511,19 @@ class Node:
         if conn.waiting:
             self._hold(conn)
 
-    def _answer_v2(self, conn: ClientConnection, request: V2Request) -> bytes | bytearray | None:
-        """The answer to one v2 request (docs/protocol.md, "v2 frames"), or None when the storage
-        thread will answer it (the connection is then held). Node-to-node and admin ops go to the
-        handler registered for them (:meth:`register_rpc`)."""
-        op, request_id, body = request
-        self.metrics.requests_by_op[op] += 1
-        try:
-            if op == GET or op == PUT or op == DELETE:
-                key, value = parse_key_value(op, body)
-                if op == GET:
-                    entry = self._pending.get(key) if self._pending else None
-                    try:
-                        found = self.backend.get(key) if entry is None else entry[0]
-                    except StorageBusy:
-                        assert self._commit is not None  # only a blocking backend raises it
-                        self.conn_wait(conn)
-                        self._commit.read(key, functools.partial(self._on_read, conn, request_id))
-                        return None
-                    if found is None:
-                        return encode_v2_response(Status.NOT_FOUND, request_id)
-                    return encode_v2_response(_SUCCESS, request_id, found)
-                if self._commit is None:
-                    if op == PUT:
-                        self.backend.put(key, value)
-                    else:
-                        self.backend.delete(key)
-                else:
-                    self._commit.write(key, value if op == PUT else None)
-                return encode_v2_response(_SUCCESS, request_id)
-            if op == PING:
-                return encode_v2_response(_SUCCESS, request_id, b"pong")
-            if op == STATS:
-                text = stats_text(self.backend.count(), self.backend.size())
-                return encode_v2_response(_SUCCESS, request_id, text)
-            if op == INFO:
-                return encode_v2_response(_SUCCESS, request_id, json.dumps(self.info()).encode())
-            handler = self._rpc_handlers.get(op)
-            if handler is None:
-                self.metrics.protocol_errors += 1
-                return encode_v2_response(
-                    Status.INVALID_REQUEST, request_id, f"unknown op {op:#04x}".encode()
-                )
-            status, answer = handler(bytes(body))  # no copy for bytes
-            return encode_v2_response(status, request_id, answer)
-        except RemoteProtocolError as exc:
-            self.metrics.protocol_errors += 1
-            return encode_v2_response(Status.INVALID_REQUEST, request_id, str(exc).encode())
-        except Exception:
-            log.exception("v2 request op=%#04x from %s failed", op, conn.address)
-            self.metrics.handler_errors += 1
-            return encode_v2_response(Status.SERVER_ERROR, request_id)
-
-    def conn_wait(self, conn: ClientConnection) -> None:
-        """``conn`` now waits for one more storage-thread job (it is held until they are all done)."""
-        conn.waiting += 1
-
-    def register_rpc(self, op: int, handler: Callable[[bytes], tuple[int, bytes]]) -> None:
-        """Answer v2 requests with op code ``op`` (0x10-0x3f, docs/protocol.md) by
-        ``handler(body) -> (status, answer body)``. The handler runs on the loop and must not block;
-        a RemoteProtocolError it raises answers INVALID_REQUEST, anything else SERVER_ERROR."""
-        if op in self._rpc_handlers:
-            raise FunnelKVSError(f"v2 op {op:#04x} already has a handler")
-        self._rpc_handlers[op] = handler
-
     def _flush(self, conn: ClientConnection) -> None:
-        """Write as much output as the socket takes; while it drains completely and requests wait
-        undecoded (the output had reached the cap), answer more; then choose the events to wait for.
+        """Write as much ready output as the socket takes (everything up to the first answer still to
+        come from another node); while it drains completely and requests wait undecoded (the output
+        had reached the cap), answer more; then choose the events to wait for.
 
         A loop, not mutual recursion with _answer: a small output cap would otherwise recurse once
         per request."""
         cap = self._max_output
         while True:
-            if conn.out_size:
-                out = conn.out
-                data = out[0] if len(out) == 1 else b"".join(out)
+            out = conn.out
+            ready = conn.ready_prefix() if conn.slots else len(out)
+            if ready and conn.out_size:
+                data = out[0] if ready == 1 else b"".join(out[:ready])
                 try:
                     sent = conn.sock.send(data)
                 except (BlockingIOError, InterruptedError):
@@ -611,17 +532,25 @@ class Node:
                     self._close(conn)
                     return
                 self.metrics.bytes_sent += sent
-                if sent == len(data):
+                conn.out_size -= sent
+                if sent < len(data):
+                    out[:ready] = [data[sent:]]
+                    # Read more only when nothing waits undecoded and the output is under the cap:
+                    # otherwise a client that pipelines without reading would grow the input buffer.
+                    reading = not conn.closing and not conn.paused and conn.out_size < cap
+                    self._set_events(conn, EVENT_WRITE | EVENT_READ if reading else EVENT_WRITE)
+                    return
+                if ready == len(out):
                     out.clear()
-                    conn.out_size = 0
                 else:
-                    out[:] = [data[sent:]]
-                    conn.out_size = len(data) - sent
-            if conn.out_size:
-                # Read more only when nothing waits undecoded and the output is under the cap:
-                # otherwise a client that pipelines without reading would grow the input buffer.
-                reading = not conn.closing and not conn.paused and conn.out_size < cap
-                self._set_events(conn, EVENT_WRITE | EVENT_READ if reading else EVENT_WRITE)
+                    del out[:ready]
+            if conn.slots:
+                # Blocked behind an answer another node still owes: nothing to write until it comes
+                # (_on_forwarded flushes again). Go on reading unless paused or closing.
+                if conn.closing or conn.paused:
+                    self._hold(conn)
+                else:
+                    self._set_events(conn, EVENT_READ)
                 return
             if conn.paused:
                 # Requests left undecoded when the output was full: answer them now it has drained.
@@ -635,6 +564,18 @@ class Node:
             if conn.events != EVENT_READ:
                 self._set_events(conn, EVENT_READ)
             return
+
+    def _on_forwarded(self, conn: ClientConnection, slot: AnswerSlot, status: int, body: bytes) -> None:
+        """The owner of a forwarded request answered (or the forward failed: SERVER_ERROR)."""
+        if conn.sock.fileno() < 0:
+            return
+        conn.fill(slot, encode_response(status, body))
+        if conn.waiting:
+            return  # released (and flushed) when the storage thread is done
+        if conn.events == 0:
+            self._release(conn)
+        else:
+            self._flush(conn)
 
     def _on_committed(self, batch: WriteBatch, error: BaseException | None) -> None:
         """The storage thread is done with ``batch``: release its connections' answers, or cut them
@@ -656,7 +597,7 @@ class Node:
             if not conn.waiting:
                 self._release(conn)
 
-    def _on_read(
+    def on_read(
         self,
         conn: ClientConnection,
         request_id: int,

@@ -44,12 +44,15 @@ from funnelkvs.protocol import INFO, Status
 from funnelkvs.protocol.rpc import (
     CHORD_OPS,
     PING_OP,
+    RING_VIEW,
     decode_reply,
     decode_request,
     encode_reply,
     encode_request,
 )
 from funnelkvs.protocol.v2 import V2Response
+from funnelkvs.ring.forwarding import Forwarder
+from funnelkvs.ring.membership import Membership
 from funnelkvs.settings import RingSettings
 
 if TYPE_CHECKING:
@@ -102,6 +105,8 @@ class RingDriver:
         self.seeds = seeds
         self.chord = ChordNode(me, successors=settings.successors)
         self.events = RingEvents()
+        self.membership = Membership(self)
+        self.forwarder = Forwarder(self)
         self._timers: list[PeriodicTimer] = []
         self._lookups: dict[int, Future[LookupDone]] = {}
         self._next_seed = 0
@@ -113,6 +118,8 @@ class RingDriver:
         """Register the Chord handlers, create or join the ring, start the maintenance timers."""
         for op in CHORD_OPS - {PING_OP}:  # the node answers PING itself
             self.node.register_rpc(op, self._handler(op))
+        self.node.register_rpc(RING_VIEW, self._ring_view)
+        self.membership.start()
         if self.seeds:
             self._try_next_seed()
         else:
@@ -128,6 +135,7 @@ class RingDriver:
 
     def stop(self) -> None:
         self._stopped = True
+        self.membership.stop()
         for timer in self._timers:
             timer.cancel()
         self._timers = []
@@ -211,10 +219,12 @@ class RingDriver:
             elif type(effect) is SuccessorChanged:
                 log.info("successor: %s -> %s", _show(effect.old), _show(effect.new))
             elif type(effect) is SuccessorListChanged:
+                self.membership.refresh()  # a member came or went: route by the new ring soon
                 for successors_listener in self.events.successors_changed:
                     successors_listener(effect.new)
             elif type(effect) is Joined:
                 log.info("joined the ring: successor %s", _show(effect.successor))
+                self.membership.refresh()
                 for joined_listener in self.events.joined:
                     joined_listener(effect.successor)
             elif type(effect) is JoinFailed:
@@ -279,6 +289,14 @@ class RingDriver:
         return handle
 
     # --- views ----------------------------------------------------------------------------------------
+
+    def _ring_view(self, body: bytes) -> tuple[int, bytes]:
+        """RING_VIEW (admin, docs/protocol.md): the members as this node sees them, as JSON."""
+        if body:
+            raise RemoteProtocolError("RING_VIEW takes no body")
+        view = self.membership.view()
+        view["node"] = self.me.address
+        return Status.SUCCESS, json.dumps(view).encode()
 
     def describe(self) -> dict[str, Any]:
         """This node's Chord state for INFO and ``funnelkvs ring``."""

@@ -1,0 +1,113 @@
+"""How a node answers v2 requests (docs/protocol.md, "v2 frames"): ring-aware clients, other nodes
+and admin tools.
+
+GET/PUT/DELETE/PING/STATS/INFO keep their v1 meaning. A GET/PUT/DELETE for a key this node does not
+own is answered NOT_RESPONSIBLE with the owner's address (as this node's membership view has it) in
+the body, not forwarded: a ring-aware client or a forwarding node then asks that owner itself.
+Node-to-node and admin ops (0x10-0x3f) go to the handler registered for them (:meth:`register`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from funnelkvs.connection import ClientConnection
+from funnelkvs.errors import FunnelKVSError, RemoteProtocolError, StorageBusy
+from funnelkvs.keyspace import ring_position
+from funnelkvs.protocol import DELETE, GET, INFO, PING, PUT, STATS, Status, stats_text
+from funnelkvs.protocol.v2 import V2Request, encode_v2_response, parse_key_value
+
+if TYPE_CHECKING:
+    from funnelkvs.node import Node
+
+log = logging.getLogger("funnelkvs.node")
+
+#: ``handler(body) -> (status, answer body)``, run on the loop.
+Handler = Callable[[bytes], tuple[int, bytes]]
+_SUCCESS = int(Status.SUCCESS)
+
+
+class V2Service:
+    """The v2 side of one node's request dispatch."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self._handlers: dict[int, Handler] = {}
+
+    def register(self, op: int, handler: Handler) -> None:
+        """Answer v2 requests with op code ``op`` (0x10-0x3f, docs/protocol.md) by ``handler(body) ->
+        (status, answer body)``. The handler runs on the loop and must not block; a
+        RemoteProtocolError it raises answers INVALID_REQUEST, anything else SERVER_ERROR."""
+        if op in self._handlers:
+            raise FunnelKVSError(f"v2 op {op:#04x} already has a handler")
+        self._handlers[op] = handler
+
+    def answer(self, conn: ClientConnection, request: V2Request) -> bytes | None:
+        """The answer to one v2 request, or None when the storage thread will answer it (the
+        connection is then held: see ``ClientConnection.waiting``)."""
+        node = self.node
+        op, request_id, body = request
+        node.metrics.requests_by_op[op] += 1
+        try:
+            if op == GET or op == PUT or op == DELETE:
+                key, value = parse_key_value(op, body)
+                ring = node.ring
+                if ring is not None and not ring.alone:
+                    position = ring_position(key)
+                    if not ring.owns(position):
+                        owner = ring.membership.owner_of(position)
+                        return encode_v2_response(Status.NOT_RESPONSIBLE, request_id, owner.address.encode())
+                return self._key_op(conn, op, request_id, key, value)
+            if op == PING:
+                return encode_v2_response(_SUCCESS, request_id, b"pong")
+            if op == STATS:
+                text = stats_text(node.backend.count(), node.backend.size())
+                return encode_v2_response(_SUCCESS, request_id, text)
+            if op == INFO:
+                return encode_v2_response(_SUCCESS, request_id, json.dumps(node.info()).encode())
+            handler = self._handlers.get(op)
+            if handler is None:
+                node.metrics.protocol_errors += 1
+                return encode_v2_response(
+                    Status.INVALID_REQUEST, request_id, f"unknown op {op:#04x}".encode()
+                )
+            status, answer = handler(bytes(body))  # no copy for bytes
+            return encode_v2_response(status, request_id, answer)
+        except RemoteProtocolError as exc:
+            node.metrics.protocol_errors += 1
+            return encode_v2_response(Status.INVALID_REQUEST, request_id, str(exc).encode())
+        except Exception:
+            log.exception("v2 request op=%#04x from %s failed", op, conn.address)
+            node.metrics.handler_errors += 1
+            return encode_v2_response(Status.SERVER_ERROR, request_id)
+
+    def _key_op(
+        self, conn: ClientConnection, op: int, request_id: int, key: bytes, value: bytes | bytearray
+    ) -> bytes | None:
+        node = self.node
+        commit = node.group_commit
+        if op == GET:
+            pending = node.pending_writes
+            entry = pending.get(key) if pending else None
+            try:
+                found = node.backend.get(key) if entry is None else entry[0]
+            except StorageBusy:
+                assert commit is not None  # only a blocking backend raises it
+                conn.waiting += 1
+                commit.read(key, functools.partial(node.on_read, conn, request_id))
+                return None
+            if found is None:
+                return encode_v2_response(Status.NOT_FOUND, request_id)
+            return encode_v2_response(_SUCCESS, request_id, found)
+        if commit is None:
+            if op == PUT:
+                node.backend.put(key, value)
+            else:
+                node.backend.delete(key)
+        else:
+            commit.write(key, value if op == PUT else None)
+        return encode_v2_response(_SUCCESS, request_id)
