@@ -51,6 +51,7 @@ from funnelkvs.chord.messages import (
     GET_NEIGHBOURS,
     PING,
     PONG,
+    Ack,
     FindSuccessor,
     Found,
     GetNeighbours,
@@ -59,6 +60,7 @@ from funnelkvs.chord.messages import (
     NextHop,
     Notify,
     Ping,
+    Pong,
     Reply,
     Request,
 )
@@ -88,6 +90,16 @@ _PING_PREDECESSOR = 4
 _LOOKUP = 5
 _JOIN_NEIGHBOURS = 6  # GetNeighbours to the successor a join found
 _LEAVE = 7
+
+_EXPECTED_REPLY: dict[int, type | tuple[type, ...]] = {
+    _STABILIZE: Neighbours,
+    _CANDIDATE: Neighbours,
+    _NOTIFY: Ack,
+    _PING_PREDECESSOR: Pong,
+    _LOOKUP: (Found, NextHop),
+    _JOIN_NEIGHBOURS: Neighbours,
+    _LEAVE: Ack,
+}
 
 # What a lookup is for (Lookup.purpose).
 _FOR_CALLER = 0
@@ -322,11 +334,14 @@ class ChordNode:
 
     def on_reply(self, call_id: int, reply: Reply, now: float) -> Sequence[Effect]:
         """The reply to our call ``call_id`` arrived. Unknown call ids (a reply after its timeout) are
-        ignored."""
-        call = self._calls.pop(call_id, None)
+        ignored; a reply of the wrong type counts as a failed call (see :meth:`on_timeout`)."""
+        call = self._calls.get(call_id)
         if call is None:
             return _NO_EFFECTS
         kind, peer, data = call
+        if not isinstance(reply, _EXPECTED_REPLY[kind]):
+            return self.on_timeout(call_id, now)
+        del self._calls[call_id]
         effects: list[Effect] = []
         if kind == _STABILIZE:
             assert isinstance(reply, Neighbours)
