@@ -259,3 +259,13 @@ def test_a_reply_of_the_wrong_type_counts_as_a_failed_call() -> None:
     assert node.successor == ref(40)  # 30 dropped as if it had timed out
     assert SuccessorChanged(ref(30), ref(40)) in effects
     assert not node.on_reply(ask.call_id, Neighbours(None, ()), 1.0)  # the call is over
+
+
+def test_owns_is_the_range_from_the_predecessor() -> None:
+    node = joined_node(50, [60])
+    assert node.owns(50) and not node.owns(45)  # no predecessor yet: only its own id
+    node.handle(Notify(ref(40)), 0.0)
+    assert node.owns(45) and node.owns(50) and not node.owns(40) and not node.owns(55)
+    alone = ChordNode(ref(7))
+    alone.create()
+    assert alone.owns(0) and alone.owns(2**160 - 1)

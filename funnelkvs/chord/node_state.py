@@ -15,7 +15,8 @@ The rules, with their sources (Stoica et al., SIGCOMM 2001 = "paper"; Zave, IEEE
   check), p becomes the successor; reconcile the list from the successor's; always notify the
   successor. A successor that does not answer is dropped and the next entry is tried at once.
 - notify / rectify (paper Figure 7; Zave): adopt the notifier as predecessor when the predecessor is
-  unset, known dead, or the notifier lies in ``(predecessor, n)``.
+  unset (a predecessor that failed a call is unset at once) or the notifier lies in
+  ``(predecessor, n)``.
 - check_predecessor (paper 4.4): clear a predecessor that does not answer a ping.
 - fix_fingers (paper Figure 7): refresh the next finger by a lookup (and every later finger the
   same node covers).
