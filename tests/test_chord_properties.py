@@ -16,7 +16,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from funnelkvs.chord import ChordNode, LookupDone, Status
+from funnelkvs.chord import ChordNode, Effect, LookupDone, Status
 from funnelkvs.chord import invariants as inv
 from funnelkvs.keyspace import RING_BITS
 from funnelkvs.sim import Network
@@ -68,6 +68,13 @@ def may_fail(net: Network, victim: int) -> bool:
 def members(net: Network) -> dict[int, ChordNode]:
     """The live nodes that are on the ring (a node still joining has no successor list yet)."""
     return {i: n for i, n in net.live.items() if n.status in (Status.NORMAL, Status.LEAVING)}
+
+
+def assert_predecessors(net: Network) -> None:
+    live = sorted(net.live)
+    for j, ident in enumerate(live):
+        pred = net.live[ident].predecessor
+        assert (pred.node_id if pred else None) == (live[j - 1] if len(live) > 1 else None)
 
 
 def check(net: Network, when: str) -> None:
@@ -127,6 +134,7 @@ def test_zaves_properties_hold_throughout_joins_failures_and_leaves(
     ideal = inv.ideal_successors(live, r)
     for ident, node in net.live.items():
         assert tuple(s.node_id for s in node.successors) == ideal[ident]
+    assert_predecessors(net)
     for start in live:
         key = rng.getrandbits(RING_BITS)
         result = net.lookup(start, key)
@@ -166,11 +174,35 @@ def test_the_checks_catch_broken_rings() -> None:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_long_random_schedules_keep_the_properties(seed: int) -> None:
+    run_long_schedule(seed)
+
+
+class NotifyOnlyOnJoin(ChordNode):
+    """A mutant that breaks Zave's "always notify": stabilize never notifies."""
+
+    __slots__ = ()
+
+    def _end_stabilize(self, effects: list[Effect]) -> None:
+        self._stabilizing = False
+
+
+def test_the_schedules_catch_a_node_that_does_not_always_notify() -> None:
+    """The checks are not vacuous: the same schedules fail a mutant of the rules."""
+    caught = 0
+    for seed in range(4):
+        try:
+            run_long_schedule(seed, node_class=NotifyOnlyOnJoin)
+        except AssertionError:
+            caught += 1
+    assert caught >= 3
+
+
+def run_long_schedule(seed: int, node_class: type[ChordNode] = ChordNode) -> None:
     """Longer, join-heavy schedules than hypothesis tends to draw: rings of 10-30 nodes, failures,
     leaves and restarts between too few stabilization rounds, joins through any member."""
     rng = random.Random(seed)
     r = 2 + seed % 2
-    net = Network(successors=r)
+    net = Network(successors=r, node_class=node_class)
     base = [rng.getrandbits(RING_BITS) for _ in range(r + 1)]
     net.grow(base)
     net.stabilize_until_quiescent()
@@ -204,3 +236,4 @@ def test_long_random_schedules_keep_the_properties(seed: int) -> None:
     assert {i: tuple(s.node_id for s in n.successors) for i, n in net.live.items()} == inv.ideal_successors(
         live, r
     )
+    assert_predecessors(net)

@@ -249,3 +249,23 @@ def test_the_neighbours_of_a_leaving_node_close_the_gap() -> None:
     _, effects = succ.handle(notice, 1.0)
     assert succ.predecessor == ref(40)
     assert effects == [PredecessorChanged(ref(50), ref(40))]
+
+
+def test_a_reply_of_the_wrong_type_counts_as_a_failed_call() -> None:
+    """A confused or malicious peer cannot crash the loop: its answer is treated as no answer."""
+    node = joined_node(10, [30, 40])
+    ask = only_send(node.on_stabilize(1.0))
+    effects = node.on_reply(ask.call_id, Pong(), 1.0)
+    assert node.successor == ref(40)  # 30 dropped as if it had timed out
+    assert SuccessorChanged(ref(30), ref(40)) in effects
+    assert not node.on_reply(ask.call_id, Neighbours(None, ()), 1.0)  # the call is over
+
+
+def test_owns_is_the_range_from_the_predecessor() -> None:
+    node = joined_node(50, [60])
+    assert node.owns(50) and not node.owns(45)  # no predecessor yet: only its own id
+    node.handle(Notify(ref(40)), 0.0)
+    assert node.owns(45) and node.owns(50) and not node.owns(40) and not node.owns(55)
+    alone = ChordNode(ref(7))
+    alone.create()
+    assert alone.owns(0) and alone.owns(2**160 - 1)

@@ -191,3 +191,10 @@ def test_lookup_refuses_a_hop_that_does_not_get_closer_and_fails_at_the_origin()
     assert lk.on_answer(NextHop(ref(200))) == ref(0)  # 300 went backwards: back to the origin
     assert 300 in lk.avoid
     assert lk.on_timeout() is None and lk.successors is None
+
+
+def test_an_empty_found_answer_is_routed_around() -> None:
+    lk = Lookup(1, key=500, origin=ref(0), local_origin=True)
+    lk.on_answer(NextHop(ref(300)))
+    assert lk.on_answer(Found(())) == ref(0) and 300 in lk.avoid
+    assert lk.successors is None

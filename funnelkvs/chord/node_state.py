@@ -15,7 +15,8 @@ The rules, with their sources (Stoica et al., SIGCOMM 2001 = "paper"; Zave, IEEE
   check), p becomes the successor; reconcile the list from the successor's; always notify the
   successor. A successor that does not answer is dropped and the next entry is tried at once.
 - notify / rectify (paper Figure 7; Zave): adopt the notifier as predecessor when the predecessor is
-  unset, known dead, or the notifier lies in ``(predecessor, n)``.
+  unset (a predecessor that failed a call is unset at once) or the notifier lies in
+  ``(predecessor, n)``.
 - check_predecessor (paper 4.4): clear a predecessor that does not answer a ping.
 - fix_fingers (paper Figure 7): refresh the next finger by a lookup (and every later finger the
   same node covers).
@@ -51,6 +52,7 @@ from funnelkvs.chord.messages import (
     GET_NEIGHBOURS,
     PING,
     PONG,
+    Ack,
     FindSuccessor,
     Found,
     GetNeighbours,
@@ -59,6 +61,7 @@ from funnelkvs.chord.messages import (
     NextHop,
     Notify,
     Ping,
+    Pong,
     Reply,
     Request,
 )
@@ -88,6 +91,16 @@ _PING_PREDECESSOR = 4
 _LOOKUP = 5
 _JOIN_NEIGHBOURS = 6  # GetNeighbours to the successor a join found
 _LEAVE = 7
+
+_EXPECTED_REPLY: dict[int, type | tuple[type, ...]] = {
+    _STABILIZE: Neighbours,
+    _CANDIDATE: Neighbours,
+    _NOTIFY: Ack,
+    _PING_PREDECESSOR: Pong,
+    _LOOKUP: (Found, NextHop),
+    _JOIN_NEIGHBOURS: Neighbours,
+    _LEAVE: Ack,
+}
 
 # What a lookup is for (Lookup.purpose).
 _FOR_CALLER = 0
@@ -322,11 +335,14 @@ class ChordNode:
 
     def on_reply(self, call_id: int, reply: Reply, now: float) -> Sequence[Effect]:
         """The reply to our call ``call_id`` arrived. Unknown call ids (a reply after its timeout) are
-        ignored."""
-        call = self._calls.pop(call_id, None)
+        ignored; a reply of the wrong type counts as a failed call (see :meth:`on_timeout`)."""
+        call = self._calls.get(call_id)
         if call is None:
             return _NO_EFFECTS
         kind, peer, data = call
+        if not isinstance(reply, _EXPECTED_REPLY[kind]):
+            return self.on_timeout(call_id, now)
+        del self._calls[call_id]
         effects: list[Effect] = []
         if kind == _STABILIZE:
             assert isinstance(reply, Neighbours)

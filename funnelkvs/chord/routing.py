@@ -158,13 +158,18 @@ class Lookup:
         return len(self.path) + 1 - (1 if self.local_origin else 0)
 
     def on_answer(self, answer: Found | NextHop) -> NodeRef | None:
-        if isinstance(answer, Found):
-            self.successors = answer.successors
-            return None
-        node = answer.node
         target = self.target
-        if node.node_id in self.avoid or ((self.key - node.node_id) & _MASK) >= (
-            (self.key - target.node_id) & _MASK
+        if isinstance(answer, Found):
+            if answer.successors:
+                self.successors = answer.successors
+                return None
+            node = target  # an empty answer is no answer: route around its sender
+        else:
+            node = answer.node
+        if (
+            node is target
+            or node.node_id in self.avoid
+            or ((self.key - node.node_id) & _MASK) >= ((self.key - target.node_id) & _MASK)
         ):
             # No progress from here: route around this node from the previous one.
             self.avoid.add(target.node_id)

@@ -33,12 +33,20 @@ class Network:
     :param latency: one-way message delay, simulated seconds.
     :param rpc_timeout: how long after sending a call to a dead node its timeout is delivered.
     :param period: simulated seconds between maintenance rounds (the stabilize interval).
-    :param node_options: keyword arguments for every :class:`ChordNode` made by :meth:`make_node`.
+    :param node_class: the class of the nodes (a variant of the rules, for comparisons).
+    :param node_options: keyword arguments for every node made by :meth:`make_node`.
     """
 
     def __init__(
-        self, *, latency: float = 0.01, rpc_timeout: float = 0.5, period: float = 1.0, **node_options: Any
+        self,
+        *,
+        latency: float = 0.01,
+        rpc_timeout: float = 0.5,
+        period: float = 1.0,
+        node_class: type[ChordNode] = ChordNode,
+        **node_options: Any,
     ) -> None:
+        self.node_class = node_class
         self.latency = latency
         self.rpc_timeout = rpc_timeout
         self.node_options = node_options
@@ -63,7 +71,7 @@ class Network:
     # --- membership -----------------------------------------------------------------------------
 
     def make_node(self, ident: int, address: str | None = None) -> ChordNode:
-        node = ChordNode(NodeRef(ident, address or f"sim:{ident:x}"), **self.node_options)
+        node = self.node_class(NodeRef(ident, address or f"sim:{ident:x}"), **self.node_options)
         self.nodes[ident] = node
         self.live[ident] = node
         return node
