@@ -105,7 +105,7 @@ class Node:
         self.metrics = NodeMetrics(backend=backend.name)
         self._listener: socket.socket | None = None
         self._connections: dict[int, ClientConnection] = {}
-        self._peers: dict[tuple[str, int], PeerConnection] = {}
+        self._peers: dict[tuple[str, int, str], PeerConnection] = {}
         self._recv_buffer = bytearray(RECV_SIZE)
         self._recv_view = memoryview(self._recv_buffer)
         self._commit: GroupCommit | None = None
@@ -263,13 +263,18 @@ class Node:
 
     # --- node-to-node ------------------------------------------------------------------------------
 
-    def peer(self, host: str, port: int) -> PeerConnection:
-        """The (cached) outbound connection to another node, on this node's loop."""
-        key = (host, port)
+    def peer(self, host: str, port: int, channel: str = "data") -> PeerConnection:
+        """The (cached) outbound connection to another node, on this node's loop. ``channel``:
+        ``"data"`` for forwarded requests and transfers, ``"control"`` for the Chord RPCs, which must
+        not queue behind thousands of forwarded requests: a ping that waits its turn there looks like
+        a dead peer to the failure detector."""
+        key = (host, port, channel)
         peer = self._peers.get(key)
         if peer is None or peer.closed:
             limits = self.settings.limits
-            peer = PeerConnection(self.loop, key, max_body=limits.max_key_size + limits.max_value_size + 1024)
+            peer = PeerConnection(
+                self.loop, (host, port), max_body=limits.max_key_size + limits.max_value_size + 1024
+            )
             self._peers[key] = peer
         return peer
 

@@ -151,8 +151,14 @@ class RingDriver:
         return self.chord.successor.node_id == self.me.node_id
 
     def owns(self, position: int) -> bool:
-        """Whether ``position`` lies in ``(predecessor, self]`` (all of it while alone)."""
-        return self.chord.owns(position)
+        """Whether ``position`` lies in ``(predecessor, self]`` (all of it while alone). With no
+        predecessor known (just joined, or the predecessor just failed), Chord claims nothing but the
+        node's own id; the membership view then stands in, so that requests are not bounced between
+        nodes that each think the other owns the key until the next stabilize round."""
+        chord = self.chord
+        if chord.predecessor is None and chord.status is ChordStatus.NORMAL and not self.alone:
+            return self.membership.owner_of(position).node_id == self.me.node_id
+        return chord.owns(position)
 
     # --- joining ------------------------------------------------------------------------------------
 
@@ -161,7 +167,7 @@ class RingDriver:
             return
         host, port = self.seeds[self._next_seed % len(self.seeds)]
         self._next_seed += 1
-        future = self.node.peer(host, port).call(INFO, b"", timeout=self.settings.rpc_timeout)
+        future = self.node.peer(host, port, "control").call(INFO, b"", timeout=self.settings.rpc_timeout)
         future.add_done_callback(lambda done: self._on_seed_info(host, port, done))
 
     def _on_seed_info(self, host: str, port: int, done: Future[V2Response]) -> None:
@@ -252,7 +258,7 @@ class RingDriver:
         except ValueError:
             self._run(self.chord.on_timeout(send.call_id, self.loop.time()))
             return
-        future = self.node.peer(host, port).call(op, body, timeout=self.settings.rpc_timeout)
+        future = self.node.peer(host, port, "control").call(op, body, timeout=self.settings.rpc_timeout)
         future.add_done_callback(lambda done: self._on_answer(send, done))
 
     def _answer_locally(self, send: Send) -> None:
