@@ -74,7 +74,7 @@ class Forwarder:
         )
 
     def _start(self, request: _Forward) -> None:
-        owner = self.driver.membership.owner_of(request.position)
+        owner = self.driver.owner_hint(request.position)
         if owner.node_id == self.driver.me.node_id:
             # The view names us but the Chord state does not (a join or a failure in progress).
             self._lookup(request)
