@@ -23,6 +23,7 @@ from typing import Any
 
 from funnelkvs.keyspace import RING_SIZE
 from funnelkvs.protocol import INFO, NEED_DATA, Response, ResponseDecoder, encode_request
+from funnelkvs.protocol.v2 import V2Response, V2ResponseDecoder, encode_v2_request
 from funnelkvs.testing.cluster import NodeProcess
 
 #: How long a small ring may take to form or heal in tests, in seconds.
@@ -132,3 +133,19 @@ def v1_pipeline(address: str, frames: Sequence[bytes], timeout: float = 30.0) ->
                 assert isinstance(event, Response)
                 answers.append(event)
     return answers
+
+
+def v2_call(address: str, op: int, body: bytes = b"", timeout: float = 10.0) -> V2Response:
+    """One v2 request on a new connection; its answer (the connection may close right after)."""
+    decoder = V2ResponseDecoder()
+    with socket.create_connection(split(address), timeout=timeout) as sock:
+        sock.sendall(encode_v2_request(op, 1, body))
+        while True:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError(f"{address} closed the connection before answering")
+            decoder.feed(chunk)
+            event = decoder.next_event()
+            if event is not NEED_DATA:
+                assert isinstance(event, V2Response)
+                return event
