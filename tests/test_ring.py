@@ -267,3 +267,44 @@ def free_port_on(hosts: list[str]) -> int:
             continue
         return int(port)
     raise RuntimeError("no port free on every host")
+
+
+def test_a_node_stopped_with_sigterm_takes_its_range_back_on_restart(
+    tmp_path: Path, node_process_factory: Callable[..., NodeProcess]
+) -> None:
+    """SIGTERM is not a leave: the node keeps its data and its place. Restarted on its data directory
+    with its seed, it takes its range back from its successor, and the successor's copy wins for keys
+    written while it was away."""
+
+    def lmdb(index: int) -> list[str]:
+        return ["--backend", "lmdb", "--data-dir", str(tmp_path / f"data{index}")]
+
+    first = node_process_factory(args=lmdb(0), name="n0")
+    nodes = [first] + [
+        node_process_factory(args=[*lmdb(i), "--join", first.address], name=f"n{i}") for i in (1, 2)
+    ]
+    wait_until_stable(nodes)
+    keys = KEYS[:3000]
+    v1_pipeline(first.address, [encode_request(PUT, k, b"old-" + k) for k in keys])
+    away = nodes[1]
+    port = int(away.address.rsplit(":", 1)[1])
+    assert away.stop() == 0
+    present = [nodes[0], nodes[2]]
+    wait_until_stable(present)
+    v1_pipeline(first.address, [encode_request(PUT, k, b"new-" + k) for k in keys[::2]])  # while away
+    back = node_process_factory(
+        args=[*lmdb(1), "--port", str(port), "--join", first.address], name="n1-again"
+    )
+    nodes = [nodes[0], back, nodes[2]]
+    wait_until_stable(nodes)
+    expected = {k: (b"new-" if i % 2 == 0 else b"old-") + k for i, k in enumerate(keys)}
+    deadline = time.monotonic() + 20
+    while True:
+        ids, counts = stored_counts(nodes)
+        if counts == expected_counts(keys, ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert counts == expected_counts(keys, ids), "the range did not move back exactly"
+    for node in nodes:
+        answers = v1_pipeline(node.address, [encode_request(GET, k) for k in keys])
+        assert [k for k, a in zip(keys, answers, strict=True) if a != Response(0, expected[k])] == []
