@@ -118,6 +118,9 @@ class RingDriver:
         #: Nodes that told us they are leaving (their range comes to us from them).
         self._leaving_nodes: set[int] = set()
         self._stop_after_leave: TimerHandle | None = None
+        #: Chord messages this node sent and answered (the background traffic, for INFO).
+        self.messages_sent = 0
+        self.messages_answered = 0
         self._timers: list[PeriodicTimer] = []
         self._lookups: dict[int, Future[LookupDone]] = {}
         self._next_seed = 0
@@ -328,6 +331,7 @@ class RingDriver:
             self.loop.call_soon(self._answer_locally, send)
             return
         op, body = encode_request(send.message)
+        self.messages_sent += 1
         try:
             host, port = split_address(send.to.address)
         except ValueError:
@@ -360,6 +364,7 @@ class RingDriver:
     def _handler(self, op: int) -> Callable[[bytes], tuple[int, bytes]]:
         def handle(body: bytes) -> tuple[int, bytes]:
             request = decode_request(op, body)
+            self.messages_answered += 1
             if isinstance(request, Leave):
                 self._leaving_nodes.add(request.node.node_id)
             try:
@@ -386,6 +391,11 @@ class RingDriver:
         chord = self.chord
         return {
             "state": self.state,
+            "messages_sent": self.messages_sent,
+            "messages_answered": self.messages_answered,
+            "forwarded": self.forwarder.forwarded,
+            "transfers_in_progress": len(self.transfers.incoming),
+            "members": len(self.membership.members),
             "predecessor": None if chord.predecessor is None else _as_dict(chord.predecessor),
             "successors": [_as_dict(node) for node in chord.successors],
         }
