@@ -121,6 +121,9 @@ class RingDriver:
         #: Chord messages this node sent and answered (the background traffic, for INFO).
         self.messages_sent = 0
         self.messages_answered = 0
+        #: No other node is known (the successor list is empty): this node answers for every key.
+        #: A plain attribute, kept by the effects: the node reads it once per read event.
+        self.alone = True
         self._timers: list[PeriodicTimer] = []
         self._lookups: dict[int, Future[LookupDone]] = {}
         self._next_seed = 0
@@ -161,10 +164,6 @@ class RingDriver:
         """``joining``, ``normal``, ``leaving`` (or ``new``/``left``), as ``funnelkvs ring`` shows it."""
         return self.chord.status.value
 
-    @property
-    def alone(self) -> bool:
-        """No other node is known: this node owns the whole ring."""
-        return self.chord.successor.node_id == self.me.node_id
 
     def owns(self, position: int) -> bool:
         """Whether ``position`` lies in ``(predecessor, self]`` (all of it while alone). With no
@@ -303,6 +302,7 @@ class RingDriver:
             elif type(effect) is SuccessorChanged:
                 log.info("successor: %s -> %s", _show(effect.old), _show(effect.new))
             elif type(effect) is SuccessorListChanged:
+                self.alone = not effect.new
                 self.membership.refresh()  # a member came or went: route by the new ring soon
                 for successors_listener in self.events.successors_changed:
                     successors_listener(effect.new)
