@@ -1,7 +1,8 @@
 """``funnelkvs ring``, ``stats --cluster`` and ``leave`` (issue 7), and the admin module they use.
 
 Rings are real ``funnelkvs node`` processes on 127.0.0.1 with ephemeral ports, always stopped at
-teardown. ``leave`` is tested against a fake node (a thread speaking v2) until nodes serve LEAVE.
+teardown. ``leave`` is tested against real nodes, and its error paths against a fake node (a thread
+speaking v2) that answers as told.
 """
 
 from __future__ import annotations
@@ -218,6 +219,54 @@ def test_a_killed_member_shows_down_or_gone_within_seconds(tmp_path: Path) -> No
         assert len(rows) == 2 and abs(sum(float(row["owns"]) for row in rows) - 1.0) < 1e-9
         stats = json.loads(cli("stats", "--cluster", "--json", "-s", nodes[0].address).stdout)
         assert stats["totals"]["members"] == 2
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+# --- leave ---------------------------------------------------------------------------------------------
+
+
+def test_leave_wait_returns_once_the_node_has_exited_and_nothing_is_lost(tmp_path: Path) -> None:
+    nodes = start_ring(tmp_path, 3)
+    try:
+        with Client(nodes[0].address) as client:
+            client.put_many((f"key-{i}", f"value-{i}") for i in range(KEYS))
+        leaving = nodes[1]
+        started = time.monotonic()
+        result = cli("leave", "--wait", "-s", leaving.address, "--timeout", "60")
+        assert (result.returncode, result.stdout, result.stderr) == (EXIT_OK, b"", b"")
+        assert time.monotonic() - started < 60
+        assert not admin.accepts_connections(leaving.address)
+        assert leaving.process.wait(10) == 0  # the node exited cleanly once its keys were handed over
+        survivors = [nodes[0], nodes[2]]
+        for survivor in survivors:
+
+            def left(address: str = survivor.address) -> bool:
+                return [row["address"] for row in ring_json(address)].count(leaving.address) == 0
+
+            wait_for(left, 10.0, f"the node that left is gone from {survivor.address}'s view")
+        stats = json.loads(cli("stats", "--cluster", "--json", "-s", nodes[0].address).stdout)
+        assert stats["totals"]["members"] == 2
+        assert stats["totals"]["keys"] == KEYS  # every key is on a survivor
+        with Client(nodes[2].address) as client:
+            assert client.get_many([f"key-{i}" for i in range(KEYS)]) == [
+                f"value-{i}".encode() for i in range(KEYS)
+            ]
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_leave_without_wait_returns_at_once_and_the_node_then_exits(tmp_path: Path) -> None:
+    nodes = start_ring(tmp_path, 3)
+    try:
+        result = cli("leave", "-s", nodes[1].address)
+        assert (result.returncode, result.stdout, result.stderr) == (EXIT_OK, b"", b"")
+        assert nodes[1].process.wait(60) == 0
+        wait_for(lambda: len(ring_json(nodes[0].address)) == 2, 10.0, "the ring is down to two nodes")
+        # Leaving again, now that nothing listens there: unreachable.
+        assert_one_line_error(cli("leave", "-s", nodes[1].address), EXIT_UNREACHABLE)
     finally:
         for node in nodes:
             node.stop()
