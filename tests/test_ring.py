@@ -308,3 +308,18 @@ def test_a_node_stopped_with_sigterm_takes_its_range_back_on_restart(
     for node in nodes:
         answers = v1_pipeline(node.address, [encode_request(GET, k) for k in keys])
         assert [k for k, a in zip(keys, answers, strict=True) if a != Response(0, expected[k])] == []
+
+
+def test_in_a_ring_of_two_the_one_left_takes_every_key_of_the_one_leaving(
+    tmp_path: Path, node_process_factory: Callable[..., NodeProcess]
+) -> None:
+    nodes = start_ring(tmp_path, 2, start=node_process_factory)
+    wait_until_stable(nodes)
+    keys = KEYS[:2000]
+    v1_pipeline(nodes[0].address, [encode_request(PUT, k, value_of(k)) for k in keys])
+    assert info(nodes[1].address)["keys"] > 0
+    assert v2_call(nodes[1].address, LEAVE).status == Status.SUCCESS
+    assert nodes[1].process.wait(30) == 0
+    assert info(nodes[0].address)["keys"] == len(keys)
+    reads = v1_pipeline(nodes[0].address, [encode_request(GET, k) for k in keys])
+    assert [k for k, a in zip(keys, reads, strict=True) if a != Response(0, value_of(k))] == []

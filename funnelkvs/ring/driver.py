@@ -235,8 +235,14 @@ class RingDriver:
                 # Just joined (or restarted): (new, me] was kept by our successor until now.
                 self.transfers.begin(KeyRange(new.node_id, me), successor)
             return
+        if old is None or old.node_id not in self._leaving_nodes:
+            return  # a crash (nothing to pull: one copy per key) or a node joining before us
         gained = grown_by(old, new, me)
-        if gained is not None and old is not None and old.node_id in self._leaving_nodes:
+        if gained is None and new is None:
+            # The leaving node's predecessor was unknown or this node itself (a ring of two): its
+            # range lies between us and it.
+            gained = KeyRange(me, old.node_id)
+        if gained is not None:
             self.transfers.begin(gained, old)
 
     def _leave_request(self, body: bytes) -> tuple[int, bytes]:
