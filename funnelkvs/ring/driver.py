@@ -164,7 +164,6 @@ class RingDriver:
         """``joining``, ``normal``, ``leaving`` (or ``new``/``left``), as ``funnelkvs ring`` shows it."""
         return self.chord.status.value
 
-
     def owns(self, position: int) -> bool:
         """Whether ``position`` lies in ``(predecessor, self]`` (all of it while alone). With no
         predecessor known (just joined, or the predecessor just failed), Chord claims nothing but the

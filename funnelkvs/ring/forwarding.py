@@ -32,6 +32,11 @@ log = logging.getLogger("funnelkvs.ring.forwarding")
 MAX_REDIRECTS = 2
 #: How long a request is tried again while no node claims its key, in seconds.
 FORWARD_DEADLINE = 5.0
+#: How long one forwarded request may wait for the owner's answer, in seconds. Longer than the
+#: Chord failure detector's ``ring.rpc_timeout`` on purpose: an owner busy with thousands of
+#: pipelined requests is slow, not dead (its control connection says which), and a forwarded write
+#: sent twice could land after a later write to the same key.
+FORWARD_TIMEOUT = 10.0
 #: The first pause before trying again, in seconds; doubled each time up to :data:`RETRY_MAX`.
 RETRY_FIRST = 0.05
 RETRY_MAX = 0.5
@@ -87,7 +92,7 @@ class Forwarder:
         from funnelkvs.ring.driver import split_address
 
         host, port = split_address(to.address)
-        timeout = self.driver.settings.rpc_timeout
+        timeout = max(FORWARD_TIMEOUT, self.driver.settings.rpc_timeout)
         future = self.driver.node.peer(host, port).call(request.op, request.body, timeout=timeout)
         future.add_done_callback(lambda answer: self._answered(to, request, redirects, answer))
 

@@ -133,7 +133,7 @@ class Transfers:
         from funnelkvs.ring.driver import split_address
 
         host, port = split_address(incoming.source.address)
-        timeout = self.driver.settings.rpc_timeout
+        timeout = max(self.driver.settings.rpc_timeout, 5.0)  # data, not liveness
         future = self.node.peer(host, port).call(TRANSFER_READ, key_value_body(GET, key), timeout=timeout)
 
         def done(result: Future[V2Response]) -> None:
