@@ -32,9 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 from funnelkvs.chord import NodeRef
 from funnelkvs.connection import MAX_SLOTS, AnswerSlot, ClientConnection
-from funnelkvs.errors import FunnelKVSError, StorageBusy
+from funnelkvs.errors import StorageBusy
 from funnelkvs.group_commit import GroupCommit, WriteBatch
 from funnelkvs.keyspace import ring_digest, ring_position
+from funnelkvs.listener import Listener
 from funnelkvs.loop import EVENT_READ, EVENT_READ_ANY, EVENT_WRITE, EventLoop, PeriodicTimer
 from funnelkvs.metrics import NodeMetrics
 from funnelkvs.peer import PeerConnection
@@ -103,7 +104,7 @@ class Node:
         self.plugins = plugins
         self.loop = loop or EventLoop()
         self.metrics = NodeMetrics(backend=backend.name)
-        self._listener: socket.socket | None = None
+        self._listener: Listener | None = None
         self._connections: dict[int, ClientConnection] = {}
         self._peers: dict[tuple[str, int, str], PeerConnection] = {}
         self._recv_buffer = bytearray(RECV_SIZE)
@@ -144,27 +145,21 @@ class Node:
 
     def start(self) -> None:
         """Bind and listen; after this the loop serves clients as soon as it runs."""
-        family = socket.AF_INET6 if ":" in self.settings.node.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        # SO_REUSEADDR: a stopped node can start again on the same port at once (TIME_WAIT).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.settings.node.host, self.settings.node.port))
-        except OSError as exc:
-            sock.close()
-            raise FunnelKVSError(
-                f"cannot listen on {self.settings.node.host}:{self.settings.node.port}: {exc.strerror or exc}"
-            ) from exc
-        sock.listen(1024)
-        sock.setblocking(False)
-        self._listener = sock
-        self.host, self.port = sock.getsockname()[:2]
+        limits = self.settings.limits
+        self._listener = Listener(
+            self.loop,
+            self.settings.node.host,
+            self.settings.node.port,
+            self._on_connection,
+            lambda: len(self._connections) < limits.max_connections,
+        )
+        self.host, self.port = self._listener.host, self._listener.port
         self.metrics.node_id = self.node_id
         self.metrics.address = self.address
         # Seeds are resolved here, once, before the loop runs: never a DNS wait on the loop.
         seeds = [resolve_seed(seed) for seed in self.settings.node.join]
         self.ring = RingDriver(self, NodeRef(int(self.node_id, 16), self.address), self.settings.ring, seeds)
-        self.loop.register(sock, EVENT_READ, self._on_accept)
+        self._listener.start()
         if self._commit is not None:
             self.loop.add_pass_end_hook(self._commit.flush)
         self._refresh_stats()
@@ -207,7 +202,6 @@ class Node:
             return
         self._stopping = True
         if self._listener is not None:
-            self.loop.unregister(self._listener)
             self._listener.close()
             self._listener = None
         if self._stats_timer is not None:
@@ -280,44 +274,15 @@ class Node:
 
     # --- connections -------------------------------------------------------------------------------
 
-    def _on_accept(self, mask: int) -> None:
-        listener = self._listener
-        if listener is None:
-            return
+    def _on_connection(self, sock: socket.socket, address: str) -> None:
         limits = self.settings.limits
-        for _ in range(ACCEPT_BATCH):
-            try:
-                sock, peer_address = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # EMFILE/ENFILE and friends: the listener stays readable, so retrying at once would
-                # spin. Stop accepting for a moment; established clients go on being served.
-                log.warning("accept failed (%s); not accepting for %.1f s", exc, ACCEPT_BACKOFF)
-                self.loop.unregister(listener)
-                self.loop.call_later(ACCEPT_BACKOFF, self._resume_accepting)
-                return
-            if len(self._connections) >= limits.max_connections:
-                log.warning("connection limit %d reached; refusing %s", limits.max_connections, peer_address)
-                sock.close()
-                continue
-            sock.setblocking(False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = ClientConnection(
-                sock,
-                f"{peer_address[0]}:{peer_address[1]}",
-                RequestDecoder(limits.max_key_size, limits.max_value_size),
-            )
-            self._connections[sock.fileno()] = conn
-            self.metrics.connections_total += 1
-            self.metrics.connections_current += 1
-            # partial, not a lambda: one Python frame less per event.
-            conn.handler = functools.partial(self._on_client_event, conn)
-            self.loop.register(sock, EVENT_READ, conn.handler)
-
-    def _resume_accepting(self) -> None:
-        if self._listener is not None and not self._stopping:
-            self.loop.register(self._listener, EVENT_READ, self._on_accept)
+        conn = ClientConnection(sock, address, RequestDecoder(limits.max_key_size, limits.max_value_size))
+        self._connections[sock.fileno()] = conn
+        self.metrics.connections_total += 1
+        self.metrics.connections_current += 1
+        # partial, not a lambda: one Python frame less per event.
+        conn.handler = functools.partial(self._on_client_event, conn)
+        self.loop.register(sock, EVENT_READ, conn.handler)
 
     def _set_events(self, conn: ClientConnection, events: int) -> None:
         if conn.events != events:
