@@ -235,6 +235,18 @@ def test_pool_shared_by_threads(node: NodeProcess) -> None:
     assert values == [f"value {w} {i}".encode() for w in range(8) for i in range(500)]
 
 
+def test_a_node_without_ring_view_keeps_the_plain_v1_path(fake: FakeNode) -> None:
+    # The fake, like the reference implementation, answers a v2 frame in v1: the client turns routing
+    # off for good after that one query and goes on with v1 on the same connection.
+    with Client(fake.address) as client:
+        client.put("k", "v")
+        assert not client.routing and client.ring_view is None
+        assert client.get("k") == b"v"
+        assert client.get_many(["k", "nope", "k"]) == [b"v", None, b"v"]
+        assert client.routing_counts["refreshes"] == 1
+    assert fake.accepted == 1
+
+
 def test_pool_never_exceeds_its_size(fake: FakeNode) -> None:
     with Client(fake.address, pool_size=3) as client:
         threads = [

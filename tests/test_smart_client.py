@@ -1,0 +1,364 @@
+"""The ring-aware client: the routing table on its own, then real rings of node processes (127.0.0.1,
+ephemeral ports, every wait bounded, every process stopped even on failure)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from funnelkvs import Client
+from funnelkvs.client.address import Address, parse_address
+from funnelkvs.client.connection import V2Connection
+from funnelkvs.client.routing import Member, RingView
+from funnelkvs.errors import FunnelKVSError, RemoteProtocolError
+from funnelkvs.keyspace import RING_SIZE, ring_position
+from funnelkvs.protocol import Op, Status
+from funnelkvs.protocol.v2 import encode_v2_request, key_value_body
+from funnelkvs.testing.cluster import NodeProcess
+
+RING_TIMEOUT = 30.0
+
+# --- the routing table, without processes -----------------------------------------------------------
+
+
+def _view(*ids: int) -> RingView:
+    return RingView.of((node_id, f"127.0.0.1:{9000 + index}") for index, node_id in enumerate(ids))
+
+
+def test_owner_is_the_first_id_at_or_after_the_position() -> None:
+    view = _view(300, 100, 200)  # given out of order: sorted by id
+    assert [member.node_id for member in view.members] == [100, 200, 300]
+    a100, a200, a300 = (parse_address(f"127.0.0.1:{9000 + i}") for i in (1, 2, 0))
+    assert view.owner_at(0) == a100
+    assert view.owner_at(100) == a100  # an id owns its own position
+    assert view.owner_at(101) == a200
+    assert view.owner_at(200) == a200
+    assert view.owner_at(250) == a300
+    assert view.owner_at(300) == a300
+
+
+def test_positions_past_the_highest_id_wrap_to_the_lowest() -> None:
+    view = _view(100, 200, 300)
+    lowest = view.members[0].address
+    assert view.owner_at(301) == lowest
+    assert view.owner_at(RING_SIZE - 1) == lowest
+
+
+def test_one_member_owns_everything() -> None:
+    view = _view(12345)
+    only = view.members[0].address
+    assert {view.owner_at(p) for p in (0, 12345, 12346, RING_SIZE - 1)} == {only}
+
+
+def test_owner_of_hashes_the_key_with_sha1() -> None:
+    view = _view(*(RING_SIZE // 5 * i + 7 for i in range(5)))
+    for key in (b"", b"a", b"key:0000000042", "é".encode()):
+        position = ring_position(key)
+        expected = min(
+            (m for m in view.members if m.node_id >= position), key=lambda m: m.node_id, default=None
+        )
+        assert view.owner_of(key) == (expected or view.members[0]).address
+
+
+def test_after_lists_the_other_members_from_the_successor_on() -> None:
+    view = _view(100, 200, 300, 400)
+    a = view.addresses
+    assert view.after(a[2]) == [a[3], a[0], a[1]]
+    assert view.after(Address("10.0.0.1", 1)) == list(a)
+
+
+def test_view_from_a_ring_view_answer() -> None:
+    answer = {
+        "members": [
+            {"id": f"{200:040x}", "address": "127.0.0.1:2", "successor": "127.0.0.1:1", "owns": 0.5},
+            {"id": f"{100:040x}", "address": "127.0.0.1:1", "successor": "127.0.0.1:2", "owns": 0.5},
+        ],
+        "complete": False,
+        "node": "127.0.0.1:2",
+    }
+    view = RingView.from_answer(answer, Address("127.0.0.1", 2))
+    assert view.members == (Member(100, Address("127.0.0.1", 1)), Member(200, Address("127.0.0.1", 2)))
+    assert view.complete is False and view.source == Address("127.0.0.1", 2) and len(view) == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],
+        {"members": []},
+        {"members": [{"id": "xyz", "address": "127.0.0.1:1"}]},
+        {"members": [{"id": "00", "address": "no port"}]},
+        {"members": [{"id": "1" + "0" * 40, "address": "127.0.0.1:1"}]},  # past the ring
+    ],
+)
+def test_malformed_ring_view_answers_are_protocol_errors(answer: object) -> None:
+    with pytest.raises(RemoteProtocolError):
+        RingView.from_answer(answer)
+
+
+# --- real rings ---------------------------------------------------------------------------------------
+
+
+class Ring:
+    """Node processes joined into one ring; :meth:`stop` stops every one."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.nodes: list[NodeProcess] = []
+
+    def add(self) -> NodeProcess:
+        name = f"node{len(self.nodes)}"
+        args = ["--join", self.nodes[0].address] if self.nodes else []
+        node = NodeProcess.start(self.workdir, args=args, name=name)
+        self.nodes.append(node)
+        return node
+
+    @property
+    def addresses(self) -> list[str]:
+        return [node.address for node in self.nodes if node.process.poll() is None]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def ring_settled(addresses: list[str]) -> RingView | None:
+    """The common view when every node's RING_VIEW lists exactly ``addresses`` (complete) and each node's
+    Chord predecessor and successor are its neighbours in that view; else None."""
+    expected = {parse_address(a) for a in addresses}
+    common: RingView | None = None
+    for address in addresses:
+        try:
+            with Client(address, timeout=2.0) as client:
+                view = client.refresh_view()
+                info = client.info()
+        except FunnelKVSError:
+            return None
+        if view is None or not view.complete or set(view.addresses) != expected:
+            return None
+        me = parse_address(address)
+        ring = view.addresses
+        index = ring.index(me)
+        chord = info.get("ring") or {}
+        predecessor = (chord.get("predecessor") or {}).get("address")
+        successors = chord.get("successors") or [{}]
+        if predecessor != str(ring[index - 1]) or successors[0].get("address") != str(
+            ring[(index + 1) % len(ring)]
+        ):
+            return None
+        common = view
+    return common
+
+
+def wait_settled(addresses: list[str], timeout: float = RING_TIMEOUT) -> RingView:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = ring_settled(addresses)
+        if view is not None:
+            return view
+        time.sleep(0.2)
+    raise AssertionError(f"the ring of {len(addresses)} nodes did not settle within {timeout} s")
+
+
+@pytest.fixture
+def ring_factory(tmp_path: Path) -> Iterator[Callable[[int], Ring]]:
+    rings: list[Ring] = []
+
+    def factory(size: int) -> Ring:
+        ring = Ring(tmp_path / f"ring{len(rings)}")
+        rings.append(ring)
+        for _ in range(size):
+            ring.add()
+        wait_settled(ring.addresses)
+        return ring
+
+    yield factory
+    for ring in rings:
+        ring.stop()
+
+
+def v2_answers(address: str, op: int, keys: list[bytes], value: bytes = b"") -> list[tuple[int, bytes]]:
+    """Ask one node directly with v2 (pipelined); ``(status, body)`` per key, in order."""
+    conn = V2Connection.open(parse_address(address), 2.0, 10.0)
+    try:
+        frames = [encode_v2_request(op, i, key_value_body(op, key, value)) for i, key in enumerate(keys)]
+        answers = {answer.request_id: answer for answer in conn.call_many(frames)}
+    finally:
+        conn.close()
+    assert len(answers) == len(keys)
+    return [(answers[i].status, answers[i].body) for i in range(len(keys))]
+
+
+def test_ten_thousand_keys_go_straight_to_their_owners(ring_factory: Callable[[int], Ring]) -> None:
+    ring = ring_factory(5)
+    keys = [f"smart:{i}".encode() for i in range(10_000)]
+    with Client(ring.addresses[0]) as client:
+        assert client.put_many((key, b"v-" + key) for key in keys) == len(keys)
+        view = client.ring_view
+        assert view is not None and len(view) == 5 and client.routing
+        assert client.get_many(keys) == [b"v-" + key for key in keys]
+        for key in keys[:300]:  # single calls take the same route
+            assert client.get(key) == b"v-" + key
+        # Every request was a v2 frame to the owner the view named: a node that did not own the key
+        # would have answered NOT_RESPONSIBLE (a redirect); none had to fall back to forwarding.
+        assert client.routing_counts["redirects"] == 0
+        assert client.routing_counts["fallbacks"] == 0
+
+    # Each node stores exactly the keys of its own range...
+    owners = Counter(view.owner_of(key) for key in keys)
+    for address in ring.addresses:
+        with Client(address, routing=False) as plain:
+            assert plain.info()["keys"] == owners[parse_address(address)]
+    # ... and asked directly, answers its own keys and names the owner of the others.
+    for address in ring.addresses:
+        me = parse_address(address)
+        for key, (status, body) in zip(keys, v2_answers(address, Op.GET, keys), strict=True):
+            owner = view.owner_of(key)
+            if owner == me:
+                assert (status, body) == (Status.SUCCESS, b"v-" + key)
+            else:
+                assert (status, body) == (Status.NOT_RESPONSIBLE, str(owner).encode())
+
+
+def test_pipelines_mixing_every_owner_come_back_in_order(ring_factory: Callable[[int], Ring]) -> None:
+    ring = ring_factory(5)
+    keys = [f"mix:{i}".encode() for i in range(200)]
+    with Client(ring.addresses[1]) as client:
+        client.put("warm", "up")  # fetches the view
+        view = client.ring_view
+        assert view is not None and len({view.owner_of(key) for key in keys}) == 5
+        pipe = client.pipeline()
+        expected: list[object] = []
+        for i, key in enumerate(keys):
+            pipe.put(key, b"%d" % i).get(key)
+            expected += [None, b"%d" % i]
+            if i % 3 == 0:
+                pipe.delete(key).get(key)
+                expected += [None, None]
+            if i % 50 == 0:
+                pipe.ping().stats()
+                expected += ["pong", None]  # STATS checked below
+        results = pipe.execute()
+        assert len(results) == len(expected)
+        for got, want in zip(results, expected, strict=True):
+            if want is None and isinstance(got, dict):
+                assert "keys" in got  # a STATS answer in its place
+            else:
+                assert got == want
+        assert client.get_many(keys) == [None if i % 3 == 0 else b"%d" % i for i in range(len(keys))]
+        assert client.routing_counts["redirects"] == 0
+
+
+def test_routing_off_sends_everything_to_the_configured_node(ring_factory: Callable[[int], Ring]) -> None:
+    ring = ring_factory(3)
+    keys = [f"plain:{i}".encode() for i in range(300)]
+    with Client(ring.addresses[0], routing=False) as client:
+        client.put_many((key, key) for key in keys)
+        assert client.get_many(keys) == keys  # the node forwarded what it does not own
+        assert client.ring_view is None and not client.routing and client.refresh_view() is None
+    with Client(ring.addresses[0]) as smart:
+        assert smart.get_many(keys) == keys
+        stored = sum(Client(a, routing=False).info()["keys"] for a in ring.addresses)
+        assert stored == len(keys)  # forwarded writes landed at the owners, once each
+
+
+def test_a_stale_view_is_corrected_by_not_responsible(ring_factory: Callable[[int], Ring]) -> None:
+    ring = ring_factory(5)
+    keys = [f"stale:{i}".encode() for i in range(3000)]
+    # refresh_interval long: only a NOT_RESPONSIBLE can make this client look at the ring again.
+    with Client(ring.addresses[0], refresh_interval=600.0) as client:
+        assert client.get("warm") is None  # fetches the view
+        old_view = client.ring_view
+        assert old_view is not None and len(old_view) == 5
+        newcomer = ring.add()
+        new_view = wait_settled(ring.addresses)
+        moved = [key for key in keys if new_view.owner_of(key) == parse_address(newcomer.address)]
+        assert moved, "the sixth node owns none of the keys"
+        assert client.ring_view is old_view  # still the five-node view
+        # Writes routed by the stale view reach the old owners, which name the newcomer: the client
+        # follows, so every write lands where the ring now puts it.
+        client.put_many((key, b"v-" + key) for key in keys)
+        assert client.routing_counts["redirects"] >= 1
+        assert client.get_many(keys) == [b"v-" + key for key in keys]
+        assert [status for status, _ in v2_answers(newcomer.address, Op.GET, moved)] == [
+            Status.SUCCESS
+        ] * len(moved)
+        # The redirects asked for a refresh: calls soon use the six-node view.
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and len(client.ring_view or ()) != 6:
+            client.get(moved[0])
+            time.sleep(0.05)
+        assert client.ring_view is not None and len(client.ring_view) == 6
+        redirects = client.routing_counts["redirects"]
+        assert [client.get(key) for key in moved] == [b"v-" + key for key in moved]
+        assert client.routing_counts["redirects"] == redirects  # straight to the newcomer now
+    owners = Counter(new_view.owner_of(key) for key in keys)
+    for address in ring.addresses:
+        with Client(address, routing=False) as plain:
+            assert plain.info()["keys"] == owners[parse_address(address)]
+
+
+def test_reads_on_survivors_go_on_after_a_node_is_killed(ring_factory: Callable[[int], Ring]) -> None:
+    ring = ring_factory(5)
+    keys = [f"kill:{i}".encode() for i in range(2000)]
+    victim = ring.nodes[2]
+    # refresh_interval long: the view is refreshed because of the failure, not because it aged.
+    with Client(ring.addresses[0], refresh_interval=600.0) as client:
+        client.put_many((key, b"v-" + key) for key in keys)
+        view = client.ring_view
+        assert view is not None and len(view) == 5
+        dead = parse_address(victim.address)
+        survivors = [key for key in keys if view.owner_of(key) != dead]
+        lost = [key for key in keys if view.owner_of(key) == dead]
+        assert survivors and lost
+        victim.kill()
+        # Right after the kill (the ring has not healed): every key of a live owner reads back, single
+        # calls and pipelines, with at most a few retries each.
+        deadline = time.monotonic() + 20.0
+        for key in survivors[:500]:
+            while True:
+                try:
+                    assert client.get(key) == b"v-" + key
+                    break
+                except FunnelKVSError:
+                    assert time.monotonic() < deadline, f"{key!r} stayed unreadable"
+                    time.sleep(0.1)
+        assert client.get_many(survivors) == [b"v-" + key for key in survivors]
+        # A key of the dead node: routed around (marked down, sent through another node); once the ring
+        # has healed its successor owns the range (one copy per key: the value is gone).
+        healed = wait_settled(ring.addresses)
+        assert dead not in healed.addresses
+        deadline = time.monotonic() + 20.0
+        while True:
+            try:
+                if client.get(lost[0]) is None:
+                    break
+            except FunnelKVSError:
+                pass
+            assert time.monotonic() < deadline, "the dead node's key never answered"
+            time.sleep(0.2)
+        # The failure asked for a refresh: the next calls fetch a view without the dead node.
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and dead in (client.ring_view or healed).addresses:
+            client.get(survivors[0])
+            time.sleep(0.05)
+        assert client.ring_view is not None and dead not in client.ring_view.addresses
+        assert client.routing_counts["fallbacks"] >= 1
+        client.put(lost[0], "again")
+        assert client.get(lost[0]) == b"again"
+
+
+def test_a_single_node_stays_on_the_plain_path(node_process_factory: Callable[..., NodeProcess]) -> None:
+    node = node_process_factory()
+    with Client(node.address) as client:
+        client.put("a", "1")
+        view = client.ring_view
+        assert view is not None and len(view) == 1 and view.addresses == (parse_address(node.address),)
+        assert client.get_many(["a", "b"]) == [b"1", None]
+        assert client.routing_counts == {"redirects": 0, "fallbacks": 0, "refreshes": 1}
+        assert json.loads(json.dumps(client.info()))["keys"] == 1
