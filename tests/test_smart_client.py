@@ -4,6 +4,8 @@ ephemeral ports, every wait bounded, every process stopped even on failure)."""
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -14,11 +16,12 @@ import pytest
 from funnelkvs import Client
 from funnelkvs.client.address import Address, parse_address
 from funnelkvs.client.connection import V2Connection
+from funnelkvs.client.fanout import exchange_shares
 from funnelkvs.client.routing import Member, RingView
-from funnelkvs.errors import FunnelKVSError, RemoteProtocolError
+from funnelkvs.errors import FunnelKVSError, NodeUnreachable, RemoteProtocolError, RequestTimeout
 from funnelkvs.keyspace import RING_SIZE, ring_position
-from funnelkvs.protocol import Op, Status
-from funnelkvs.protocol.v2 import encode_v2_request, key_value_body
+from funnelkvs.protocol import NEED_DATA, Op, RequestDecoder, Status
+from funnelkvs.protocol.v2 import V2Request, V2Response, encode_v2_request, encode_v2_response, key_value_body
 from funnelkvs.testing.cluster import NodeProcess
 
 RING_TIMEOUT = 30.0
@@ -99,6 +102,93 @@ def test_view_from_a_ring_view_answer() -> None:
 def test_malformed_ring_view_answers_are_protocol_errors(answer: object) -> None:
     with pytest.raises(RemoteProtocolError):
         RingView.from_answer(answer)
+
+
+# --- fan-out of pipeline shares, against scripted peers ----------------------------------------------
+
+
+def _scripted_peer(
+    sock: socket.socket, frames: int, answer: Callable[[list[V2Request]], bytes | None]
+) -> None:
+    """Read ``frames`` v2 requests, then send what ``answer`` makes of them (None: close unanswered)."""
+    decoder = RequestDecoder()
+    requests: list[V2Request] = []
+    with sock:
+        while len(requests) < frames:
+            data = sock.recv(65536)
+            if not data:
+                return
+            decoder.feed(data)
+            while (event := decoder.next_event()) is not NEED_DATA:
+                assert isinstance(event, V2Request)
+                requests.append(event)
+        reply = answer(requests)
+        if reply is not None:
+            sock.sendall(reply)
+            time.sleep(0.05 if frames else 0)
+
+
+def test_each_share_gets_its_own_answers_or_its_own_error() -> None:
+    def reversed_answers(requests: list[V2Request]) -> bytes:
+        return b"".join(
+            encode_v2_response(Status.SUCCESS, r.request_id, r.body[4:]) for r in reversed(requests)
+        )
+
+    def refuse_first(requests: list[V2Request]) -> bytes:
+        return encode_v2_response(Status.INVALID_REQUEST, requests[0].request_id, b"too big")
+
+    scripts = [(reversed_answers, 3), (lambda _: None, 2), (refuse_first, 2)]
+    shares = []
+    threads = []
+    for port, (script, count) in enumerate(scripts, start=1):
+        mine, theirs = socket.socketpair()
+        conn = V2Connection(mine, Address("127.0.0.1", port), 5.0)
+        frames = [
+            encode_v2_request(Op.GET, 10 * port + i, key_value_body(Op.GET, b"k%d" % i)) for i in range(count)
+        ]
+        shares.append((conn, frames))
+        threads.append(threading.Thread(target=_scripted_peer, args=(theirs, count, script)))
+    for thread in threads:
+        thread.start()
+    try:
+        outcomes = exchange_shares(shares)
+    finally:
+        for thread in threads:
+            thread.join(5)
+        for conn, _ in shares:
+            conn.close()
+    answered, dropped, refused = outcomes
+    assert isinstance(answered, list)
+    assert [(a.request_id, a.body) for a in answered] == [(12, b"k2"), (11, b"k1"), (10, b"k0")]
+    assert isinstance(dropped, NodeUnreachable) and "after 0 of 2 answers" in str(dropped)
+    assert isinstance(refused, list) and [(a.status, a.request_id) for a in refused] == [
+        (Status.INVALID_REQUEST, 30)
+    ]
+    assert shares[0][0].reusable and not shares[1][0].reusable and not shares[2][0].reusable
+
+
+def test_a_silent_share_times_out_without_losing_the_others() -> None:
+    silent_mine, silent_theirs = socket.socketpair()
+    quick_mine, quick_theirs = socket.socketpair()
+    frame = encode_v2_request(Op.PING, 7)
+    quick = threading.Thread(
+        target=_scripted_peer,
+        args=(quick_theirs, 1, lambda reqs: encode_v2_response(Status.SUCCESS, 7, b"pong")),
+    )
+    quick.start()
+    try:
+        outcomes = exchange_shares(
+            [
+                (V2Connection(silent_mine, Address("127.0.0.1", 1), 0.3), [frame]),
+                (V2Connection(quick_mine, Address("127.0.0.1", 2), 0.3), [frame]),
+            ]
+        )
+    finally:
+        quick.join(5)
+        for sock in (silent_mine, silent_theirs, quick_mine):
+            sock.close()
+    assert isinstance(outcomes[0], RequestTimeout)
+    assert outcomes[1] == [V2Response(Status.SUCCESS, 7, b"pong")]
 
 
 # --- real rings ---------------------------------------------------------------------------------------

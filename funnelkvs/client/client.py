@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -54,6 +55,7 @@ DEFAULT_SERVER: Final = "127.0.0.1:8001"
 IDEMPOTENT_OPS: Final = frozenset({Op.GET, Op.PUT, Op.DELETE, Op.PING, Op.STATS, Op.INFO})
 
 KeyLike = str | bytes | bytearray | memoryview
+_monotonic = time.monotonic
 T = TypeVar("T")
 
 
@@ -219,7 +221,10 @@ class Client:
         """GET/PUT/DELETE: to the key's owner when routing, else as :meth:`_call_plain`."""
         router = self._router
         if router is not None:
-            view = router.active()
+            # Router.active() inlined: this runs on every call, and a one-node ring must stay as fast.
+            if _monotonic() >= router.next_refresh:
+                router.refresh_if_free()
+            view = router.routed
             if view is not None:
                 return router.call(view, op, key, value)
         response, address = self._roundtrip(op, encode_request(op, key, value))

@@ -78,8 +78,8 @@ class Pipeline:
         gets a :class:`~funnelkvs.errors.NotAnswered` in its place. The error answer itself is the one
         raised (when it is the first error).
 
-        Routed (a ring, routing on): the requests for each owner go on a connection to it, one owner
-        after the other; results come back in queued order all the same.
+        Routed (a ring, routing on): the requests for each owner go on a connection to it, all owners
+        at once; results come back in queued order all the same.
         """
         ops, keys, values = self._ops, self._keys, self._values
         self.reset()

@@ -29,11 +29,12 @@ import json
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from funnelkvs.client.address import Address, parse_address
 from funnelkvs.client.answers import result_of
 from funnelkvs.client.connection import Connection, V2Connection
+from funnelkvs.client.fanout import exchange_shares
 from funnelkvs.client.pool import ConnectionPool
 from funnelkvs.client.routing import RingView
 from funnelkvs.errors import (
@@ -93,12 +94,14 @@ class Router:
         #: The last view fetched (None before the first fetch, or when no node served one).
         self.view: RingView | None = None
         #: The view requests are routed with: ``view`` when it has more than one member, else None.
-        self._routed: RingView | None = None
+        #: Read with ``next_refresh`` by Client._call (which inlines :meth:`active`).
+        self.routed: RingView | None = None
         #: Once a node has not understood RING_VIEW, routing stays off (plain v1, as before rings).
         self.unsupported = False
         #: Rare events, for tests and tuning (updated without a lock: near enough under threads).
         self.counts: dict[str, int] = {"redirects": 0, "fallbacks": 0, "refreshes": 0}
-        self._next_refresh = 0.0  # monotonic time; 0 = fetch on first use
+        #: When the view is due to be fetched (monotonic seconds; 0: on first use).
+        self.next_refresh = 0.0
         self._last_refresh = 0.0
         self._refreshing = threading.Lock()
         self._pools_lock = threading.Lock()
@@ -111,16 +114,16 @@ class Router:
     def active(self) -> RingView | None:
         """The view to route with, refreshed when due; None means "plain v1 to the configured
         addresses" (one member, no view yet, or RING_VIEW not understood)."""
-        if time.monotonic() >= self._next_refresh:
-            self._refresh_if_free()
-        return self._routed
+        if time.monotonic() >= self.next_refresh:
+            self.refresh_if_free()
+        return self.routed
 
-    def _refresh_if_free(self) -> None:
+    def refresh_if_free(self) -> None:
         # One thread fetches; the others go on with the view they have (a hint, corrected by answers).
         if not self._refreshing.acquire(blocking=False):
             return
         try:
-            if time.monotonic() >= self._next_refresh and not self._closed:
+            if time.monotonic() >= self.next_refresh and not self._closed:
                 self.refresh()
         finally:
             self._refreshing.release()
@@ -164,17 +167,17 @@ class Router:
             except (ValueError, RemoteProtocolError):
                 continue
             self.view = view
-            self._routed = view if len(view) > 1 else None
-            self._next_refresh = now + self.refresh_interval
+            self.routed = view if len(view) > 1 else None
+            self.next_refresh = now + self.refresh_interval
             return view
-        self._next_refresh = now + min(FETCH_RETRY_S, self.refresh_interval)
+        self.next_refresh = now + min(FETCH_RETRY_S, self.refresh_interval)
         return None
 
     def _unsupported(self) -> None:
         """Routing off for good: the nodes do not serve the ring view (plain v1, as before rings)."""
         self.unsupported = True
-        self.view = self._routed = None
-        self._next_refresh = float("inf")
+        self.view = self.routed = None
+        self.next_refresh = float("inf")
 
     def _view_sources(self) -> list[Address]:
         """Members to ask for the view when the configured addresses did not answer: who answered
@@ -193,7 +196,7 @@ class Router:
     def _soon(self) -> None:
         """Ask for a refresh soon (after a NOT_RESPONSIBLE or a failure), at most every
         :data:`MIN_REFRESH_GAP_S` seconds."""
-        self._next_refresh = min(self._next_refresh, self._last_refresh + MIN_REFRESH_GAP_S)
+        self.next_refresh = min(self.next_refresh, self._last_refresh + MIN_REFRESH_GAP_S)
 
     def _mark_down(self, address: Address) -> None:
         self._down[address] = time.monotonic() + DOWN_FOR_S
@@ -333,21 +336,7 @@ class Router:
             if not targets:
                 break
             redirected: dict[int, Address] = {}
-            for target, indexes in _group(targets).items():
-                if self._is_down(target):
-                    leftovers.extend(indexes)
-                    continue
-                frames = [
-                    encode_v2_request(ops[i], i, key_value_body(ops[i], keys[i], values[i])) for i in indexes
-                ]
-                try:
-                    answers = self._with_pool(target, True, functools.partial(_v2_call_many, frames=frames))
-                except _Unreached as exc:
-                    if not exc.replayable:
-                        raise exc.error from exc.error.__cause__
-                    self._mark_down(target)
-                    leftovers.extend(indexes)
-                    continue
+            for target, indexes, answers in self._send_shares(_group(targets), ops, keys, values, leftovers):
                 by_id = {answer.request_id: answer for answer in answers}
                 for i in indexes:
                     answer = by_id.get(i)
@@ -373,6 +362,67 @@ class Router:
             self._fallback_many(view, sorted(leftovers), ops, keys, values, results)
         assert all(result is not None for result in results)
         return results  # type: ignore[return-value]
+
+    def _send_shares(
+        self,
+        groups: dict[Address, list[int]],
+        ops: Sequence[int],
+        keys: Sequence[bytes],
+        values: Sequence[bytes],
+        leftovers: list[int],
+    ) -> list[tuple[Address, list[int], list[V2Response]]]:
+        """Send each owner its share at the same time (:func:`exchange_shares`); ``(owner, indexes,
+        answers)`` for each share answered. The indexes of an owner that cannot be reached go to
+        ``leftovers`` (for the fallback) when a replay is allowed; else its error is raised."""
+        shares: list[tuple[Address, list[int], ConnectionPool, Connection, bool, list[bytes]]] = []
+        for target, indexes in groups.items():
+            if self._is_down(target):
+                leftovers.extend(indexes)
+                continue
+            pool = self._pool(target, True)
+            try:
+                conn, reused = pool.checkout()
+            except NodeUnreachable:
+                self._mark_down(target)  # nothing was sent
+                leftovers.extend(indexes)
+                continue
+            frames = [
+                encode_v2_request(ops[i], i, key_value_body(ops[i], keys[i], values[i])) for i in indexes
+            ]
+            shares.append((target, indexes, pool, conn, reused, frames))
+        try:
+            outcomes = exchange_shares([(cast(V2Connection, conn), frames) for *_, conn, _, frames in shares])
+        except BaseException:
+            for _, _, pool, conn, _, _ in shares:
+                pool.checkin(conn, False)
+            raise
+        answered: list[tuple[Address, list[int], list[V2Response]]] = []
+        failures: list[tuple[Address, list[int], bool, int, list[bytes], FunnelKVSError]] = []
+        for (target, indexes, pool, conn, reused, frames), outcome in zip(shares, outcomes, strict=True):
+            pool.checkin(conn, not isinstance(outcome, FunnelKVSError))
+            if isinstance(outcome, FunnelKVSError):
+                failures.append((target, indexes, reused, conn.received, frames, outcome))
+            else:
+                answered.append((target, indexes, outcome))
+        for target, indexes, reused, received, frames, error in failures:
+            if not isinstance(error, NodeUnreachable):
+                raise error
+            replayable = self.client.retry and received == 0
+            if not replayable:
+                raise error
+            if reused:
+                # A pooled connection the node may have closed while idle: once more on a fresh one.
+                try:
+                    again = self._with_pool(target, True, functools.partial(_v2_call_many, frames=frames))
+                except _Unreached as exc:
+                    if not exc.replayable:
+                        raise exc.error from exc.error.__cause__
+                else:
+                    answered.append((target, indexes, again))
+                    continue
+            self._mark_down(target)
+            leftovers.extend(indexes)
+        return answered
 
     def _send_plain(
         self,
