@@ -104,6 +104,25 @@ def test_malformed_ring_view_answers_are_protocol_errors(answer: object) -> None
         RingView.from_answer(answer)
 
 
+def test_a_member_that_keeps_failing_is_routed_around_longer() -> None:
+    with Client("127.0.0.1:1") as client:  # nothing is sent: the router's bookkeeping only
+        router = client._router
+        assert router is not None
+        member = Address("127.0.0.1", 2)
+        assert not router._is_down(member)
+        periods = []
+        for _ in range(6):
+            router._mark_down(member)
+            until, period = router._down[member]
+            periods.append(period)
+            assert router._is_down(member) and until > time.monotonic()
+        assert periods == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
+        router._mark_up(member)
+        assert not router._is_down(member)
+        router._mark_down(member)
+        assert router._down[member][1] == 2.0  # a fresh failure starts over
+
+
 # --- fan-out of pipeline shares, against scripted peers ----------------------------------------------
 
 

@@ -83,7 +83,8 @@ class Client:
 
     :param servers: ``"host:port"``, a comma-separated list of them, or a list of them (an
         :class:`Address` or ``(host, port)`` pair also does); anything else is a ``TypeError``.
-    :param pool_size: the most connections open at once; more concurrent callers wait for one.
+    :param pool_size: the most connections open at once; more concurrent callers wait for one. When
+        routing over a ring: at most this many to each member, besides those to the configured addresses.
     :param connect_timeout: seconds to establish a connection (per address tried).
     :param timeout: seconds to wait for an answer (for a pipeline: for each bit of progress).
     :param retry: replay a call once after a dropped pooled connection (see the module docstring).

@@ -12,7 +12,9 @@ they have meanwhile):
 - soon after a node answered NOT_RESPONSIBLE (that request itself follows the owner named in the
   answer at once, up to :data:`MAX_REDIRECTS` times) or after a member could not be reached.
 
-Failures: a member that refuses the connection is marked down for :data:`DOWN_FOR_S` seconds, and its
+Failures: a member that cannot be reached is marked down for :data:`DOWN_FOR_S` seconds (doubled after
+each failure in a row, up to :data:`MAX_DOWN_FOR_S`: an address that times out on connect must not
+cost a caller ``connect_timeout`` every few seconds), and its
 requests (and those behind a request that failed before any answer byte arrived, when the retry policy
 allows a replay) are sent as v1 to another live node, starting with the failed one's successor in the
 view, which forwards them to whoever owns the key by then. A :class:`RequestTimeout` is never replayed.
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
 MAX_REDIRECTS: Final = 3
 #: Seconds a member that could not be reached is routed around before it is tried again.
 DOWN_FOR_S: Final = 2.0
+MAX_DOWN_FOR_S: Final = 30.0
 #: The least time between two refreshes of the view that a NOT_RESPONSIBLE or failure asked for.
 MIN_REFRESH_GAP_S: Final = 0.25
 #: Seconds before a failed fetch of the view (no node answered) is tried again.
@@ -106,7 +109,8 @@ class Router:
         self._refreshing = threading.Lock()
         self._pools_lock = threading.Lock()
         self._pools: dict[tuple[Address, bool], ConnectionPool] = {}
-        self._down: dict[Address, float] = {}
+        #: Members routed around: until when (monotonic seconds), and how long the last period was.
+        self._down: dict[Address, tuple[float, float]] = {}
         self._closed = False
 
     # --- the view ------------------------------------------------------------------------------------
@@ -190,7 +194,7 @@ class Router:
             seen[view.source] = None
         seen.update(dict.fromkeys(view.addresses))
         now = time.monotonic()
-        ordered = sorted(seen, key=lambda address: self._down.get(address, 0.0) > now)
+        ordered = sorted(seen, key=lambda address: self._down.get(address, (0.0, 0.0))[0] > now)
         return ordered[:FETCH_ATTEMPTS]
 
     def _soon(self) -> None:
@@ -199,17 +203,21 @@ class Router:
         self.next_refresh = min(self.next_refresh, self._last_refresh + MIN_REFRESH_GAP_S)
 
     def _mark_down(self, address: Address) -> None:
-        self._down[address] = time.monotonic() + DOWN_FOR_S
+        # A member that fails again right after its period ended was still down: wait longer.
+        _, last = self._down.get(address, (0.0, 0.0))
+        period = min(MAX_DOWN_FOR_S, last * 2) if last else DOWN_FOR_S
+        self._down[address] = (time.monotonic() + period, period)
         self._soon()
 
     def _is_down(self, address: Address) -> bool:
-        until = self._down.get(address)
-        if until is None:
-            return False
-        if time.monotonic() < until:
-            return True
-        self._down.pop(address, None)
-        return False
+        """True while ``address`` is routed around. Its record stays after that, so that another failure
+        doubles the period; an answer from it (:meth:`_mark_up`) clears it."""
+        down = self._down.get(address)
+        return down is not None and time.monotonic() < down[0]
+
+    def _mark_up(self, address: Address) -> None:
+        if address in self._down:
+            self._down.pop(address, None)
 
     # --- connections ---------------------------------------------------------------------------------
 
@@ -259,6 +267,8 @@ class Router:
                 except NodeUnreachable as again:
                     raise _Unreached(again, self.client.retry and conn.received == 0) from again
             ok = True
+            if self._down:
+                self._mark_up(address)
             return result
         finally:
             pool.checkin(conn, ok)
@@ -404,6 +414,8 @@ class Router:
                 failures.append((target, indexes, reused, conn.received, frames, outcome))
             else:
                 answered.append((target, indexes, outcome))
+                if self._down:
+                    self._mark_up(target)
         for target, indexes, reused, received, frames, error in failures:
             if not isinstance(error, NodeUnreachable):
                 raise error
