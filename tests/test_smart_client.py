@@ -363,6 +363,40 @@ def test_pipelines_mixing_every_owner_come_back_in_order(ring_factory: Callable[
         assert client.routing_counts["redirects"] == 0
 
 
+def test_threads_share_one_routing_client(ring_factory: Callable[[int], Ring]) -> None:
+    ring = ring_factory(3)
+    errors: list[BaseException] = []
+    with Client(ring.addresses[0], pool_size=2, refresh_interval=0.05) as client:  # refreshes while busy
+
+        def work(worker: int) -> None:
+            try:
+                for i in range(150):
+                    key = f"t{worker}:{i}"
+                    client.put(key, f"{worker}/{i}")
+                    assert client.get(key) == f"{worker}/{i}".encode()
+                    if i % 30 == 0:
+                        keys = [f"t{worker}:{j}" for j in range(i + 1)]
+                        assert client.get_many(keys) == [f"{worker}/{j}".encode() for j in range(i + 1)]
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert not errors, errors[0]
+        counts = client.routing_counts
+        assert counts["redirects"] == 0 and counts["fallbacks"] == 0 and counts["refreshes"] > 1
+        # pool_size bounds the connections to each member (v2) and to the configured node (v1).
+        router = client._router
+        assert router is not None
+        assert {address for address, v2 in router._pools} == set(client.ring_view.addresses)  # type: ignore[union-attr]
+        assert all(len(pool._idle) <= 2 for pool in router._pools.values())
+        assert len(client._pool._idle) <= 2
+
+
 def test_routing_off_sends_everything_to_the_configured_node(ring_factory: Callable[[int], Ring]) -> None:
     ring = ring_factory(3)
     keys = [f"plain:{i}".encode() for i in range(300)]
