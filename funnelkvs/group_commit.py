@@ -30,10 +30,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from funnelkvs.loop import EventLoop, TimerHandle
 from funnelkvs.storage.backend import StorageBackend
+
+T = TypeVar("T")
 
 #: How long a stopping node waits for the storage thread to finish the last batch, in seconds.
 FINAL_COMMIT_TIMEOUT = 60.0
@@ -163,6 +165,18 @@ class GroupCommit:
         future = self._thread.submit(self.backend.get_waiting, key)
 
         def report(done: Future[bytes | bytearray | None]) -> None:
+            error = done.exception()
+            self.loop.call_soon_threadsafe(on_done, None if error else done.result(), error)
+
+        future.add_done_callback(report)
+
+    def run(self, job: Callable[[], T], on_done: Callable[[T | None, BaseException | None], None]) -> None:
+        """Run ``job()`` on the storage thread, after everything queued before it (so it sees every
+        batch submitted so far); ``on_done(result, error)`` on the loop. For reads that may wait
+        (a scan of a range to transfer)."""
+        future = self._thread.submit(job)
+
+        def report(done: Future[T]) -> None:
             error = done.exception()
             self.loop.call_soon_threadsafe(on_done, None if error else done.result(), error)
 

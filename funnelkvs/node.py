@@ -63,7 +63,7 @@ from funnelkvs.protocol.v2 import V2Request, encode_v2_response
 from funnelkvs.ring.driver import RingDriver, resolve_seed
 from funnelkvs.settings import Settings
 from funnelkvs.storage.backend import StorageBackend
-from funnelkvs.v2_service import Handler, V2Service
+from funnelkvs.v2_service import SLOTTED, Handler, V2Service
 
 if TYPE_CHECKING:
     from funnelkvs.plugins import PluginHost
@@ -105,7 +105,7 @@ class Node:
         self.metrics = NodeMetrics(backend=backend.name)
         self._listener: socket.socket | None = None
         self._connections: dict[int, ClientConnection] = {}
-        self._peers: dict[tuple[str, int], PeerConnection] = {}
+        self._peers: dict[tuple[str, int, str], PeerConnection] = {}
         self._recv_buffer = bytearray(RECV_SIZE)
         self._recv_view = memoryview(self._recv_buffer)
         self._commit: GroupCommit | None = None
@@ -263,13 +263,18 @@ class Node:
 
     # --- node-to-node ------------------------------------------------------------------------------
 
-    def peer(self, host: str, port: int) -> PeerConnection:
-        """The (cached) outbound connection to another node, on this node's loop."""
-        key = (host, port)
+    def peer(self, host: str, port: int, channel: str = "data") -> PeerConnection:
+        """The (cached) outbound connection to another node, on this node's loop. ``channel``:
+        ``"data"`` for forwarded requests and transfers, ``"control"`` for the Chord RPCs, which must
+        not queue behind thousands of forwarded requests: a ping that waits its turn there looks like
+        a dead peer to the failure detector."""
+        key = (host, port, channel)
         peer = self._peers.get(key)
         if peer is None or peer.closed:
             limits = self.settings.limits
-            peer = PeerConnection(self.loop, key, max_body=limits.max_key_size + limits.max_value_size + 1024)
+            peer = PeerConnection(
+                self.loop, (host, port), max_body=limits.max_key_size + limits.max_value_size + 1024
+            )
             self._peers[key] = peer
         return peer
 
@@ -423,8 +428,10 @@ class Node:
                 answered = self.v2.answer(conn, event)
                 if answered is None:
                     break  # the storage thread answers it; later requests wait behind it
+                if answered is SLOTTED:
+                    continue  # its place is in the output already
                 out.append(answered)
-                size += len(answered)
+                size += len(answered)  # type: ignore[arg-type]
                 continue
             if type(event) is FrameError:
                 self.metrics.protocol_errors += 1
@@ -450,6 +457,16 @@ class Node:
                     ring.forwarder.forward(op, key, value, position, done)  # type: ignore[union-attr]
                     requests[op] += 1
                     continue
+                transfers = ring.transfers  # type: ignore[union-attr]
+                if transfers.incoming and transfers.covering(position) is not None:
+                    if op != GET:
+                        transfers.note_write(key, position)
+                    elif self.v2.absent_here(key):
+                        # Not here yet: the range is still on its way from its old owner.
+                        slot = conn.add_slot()
+                        transfers.read_through(key, functools.partial(self._on_forwarded, conn, slot))
+                        requests[op] += 1
+                        continue
             answer: bytes | bytearray
             try:
                 if op == GET:
@@ -566,10 +583,14 @@ class Node:
             return
 
     def _on_forwarded(self, conn: ClientConnection, slot: AnswerSlot, status: int, body: bytes) -> None:
-        """The owner of a forwarded request answered (or the forward failed: SERVER_ERROR)."""
+        """The owner of a forwarded v1 request answered (or the forward failed: SERVER_ERROR)."""
+        self.fill_slot(conn, slot, encode_response(status, body))
+
+    def fill_slot(self, conn: ClientConnection, slot: AnswerSlot, answer: bytes) -> None:
+        """An answer that came later takes its place in ``conn``'s output; write what is ready."""
         if conn.sock.fileno() < 0:
             return
-        conn.fill(slot, encode_response(status, body))
+        conn.fill(slot, answer)
         if conn.waiting:
             return  # released (and flushed) when the storage thread is done
         if conn.events == 0:

@@ -13,11 +13,12 @@ import functools
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from funnelkvs.connection import ClientConnection
 from funnelkvs.errors import FunnelKVSError, RemoteProtocolError, StorageBusy
 from funnelkvs.keyspace import ring_position
+from funnelkvs.loop import Future
 from funnelkvs.protocol import DELETE, GET, INFO, PING, PUT, STATS, Status, stats_text
 from funnelkvs.protocol.v2 import V2Request, encode_v2_response, parse_key_value
 
@@ -26,8 +27,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("funnelkvs.node")
 
-#: ``handler(body) -> (status, answer body)``, run on the loop.
-Handler = Callable[[bytes], tuple[int, bytes]]
+#: ``handler(body) -> (status, answer body)``, or a Future of that for an answer that comes later;
+#: run on the loop.
+Handler = Callable[[bytes], "tuple[int, bytes] | Future[tuple[int, bytes]]"]
+#: ``answer`` put the answer's place in the connection's output itself (it is filled later).
+SLOTTED: Final = object()
 _SUCCESS = int(Status.SUCCESS)
 
 
@@ -46,9 +50,10 @@ class V2Service:
             raise FunnelKVSError(f"v2 op {op:#04x} already has a handler")
         self._handlers[op] = handler
 
-    def answer(self, conn: ClientConnection, request: V2Request) -> bytes | None:
-        """The answer to one v2 request, or None when the storage thread will answer it (the
-        connection is then held: see ``ClientConnection.waiting``)."""
+    def answer(self, conn: ClientConnection, request: V2Request) -> bytes | object | None:
+        """The answer to one v2 request; None when the storage thread will answer it (the connection
+        is then held: see ``ClientConnection.waiting``); :data:`SLOTTED` when its place is in the
+        output already and another node (or a later step) fills it."""
         node = self.node
         op, request_id, body = request
         node.metrics.requests_by_op[op] += 1
@@ -59,8 +64,16 @@ class V2Service:
                 if ring is not None and not ring.alone:
                     position = ring_position(key)
                     if not ring.owns(position):
-                        owner = ring.membership.owner_of(position)
+                        owner = ring.owner_hint(position)
                         return encode_v2_response(Status.NOT_RESPONSIBLE, request_id, owner.address.encode())
+                    transfers = ring.transfers
+                    if transfers.incoming and transfers.covering(position) is not None:
+                        if op != GET:
+                            transfers.note_write(key, position)
+                        elif self.absent_here(key):
+                            # Not here yet: the range is still on its way from its old owner.
+                            transfers.read_through(key, self._filler(conn, request_id))
+                            return SLOTTED
                 return self._key_op(conn, op, request_id, key, value)
             if op == PING:
                 return encode_v2_response(_SUCCESS, request_id, b"pong")
@@ -75,7 +88,12 @@ class V2Service:
                 return encode_v2_response(
                     Status.INVALID_REQUEST, request_id, f"unknown op {op:#04x}".encode()
                 )
-            status, answer = handler(bytes(body))  # no copy for bytes
+            result = handler(bytes(body))  # no copy for bytes
+            if isinstance(result, Future):
+                fill = self._filler(conn, request_id)
+                result.add_done_callback(lambda done: fill(*done.result()))
+                return SLOTTED
+            status, answer = result
             return encode_v2_response(status, request_id, answer)
         except RemoteProtocolError as exc:
             node.metrics.protocol_errors += 1
@@ -84,6 +102,26 @@ class V2Service:
             log.exception("v2 request op=%#04x from %s failed", op, conn.address)
             node.metrics.handler_errors += 1
             return encode_v2_response(Status.SERVER_ERROR, request_id)
+
+    def _filler(self, conn: ClientConnection, request_id: int) -> Callable[[int, bytes], None]:
+        """A place in ``conn``'s output for an answer to ``request_id`` that comes later."""
+        slot = conn.add_slot()
+
+        def fill(status: int, body: bytes) -> None:
+            self.node.fill_slot(conn, slot, encode_v2_response(status, request_id, body))
+
+        return fill
+
+    def absent_here(self, key: bytes) -> bool:
+        """No value (nor a pending write or delete) for ``key`` here. A read that would wait or fails
+        counts as present: the usual GET path then deals with it."""
+        node = self.node
+        if key in node.pending_writes:
+            return False
+        try:
+            return node.backend.get(key) is None
+        except Exception:
+            return False
 
     def _key_op(
         self, conn: ClientConnection, op: int, request_id: int, key: bytes, value: bytes | bytearray

@@ -1,4 +1,5 @@
-"""``funnelkvs get|put|delete|ping|stats``: one request to one node, for scripts and humans.
+"""``funnelkvs get|put|delete|ping|stats``: one request to one node, for scripts and humans
+(``stats --cluster``: one to each member of the node's ring).
 
 ``get`` writes the raw value to standard output (a newline is added only on a terminal). Expected
 failures print one line on standard error and exit with a status from :mod:`funnelkvs.cli`.
@@ -25,6 +26,7 @@ from funnelkvs.cli import (
     show_key,
 )
 from funnelkvs.client import DEFAULT_SERVER, Client
+from funnelkvs.client.admin import ClusterView
 from funnelkvs.errors import (
     ClientClosed,
     FunnelKVSError,
@@ -157,6 +159,9 @@ def run_ping(args: argparse.Namespace) -> int:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    if args.cluster:
+        return run_cluster_stats(args)
+
     def body() -> int:
         with connected(args) as client:
             info: dict[str, Any] = client.info()
@@ -169,6 +174,76 @@ def run_stats(args: argparse.Namespace) -> int:
                 if info.get(name) is not None:
                     print(f"{name}: {info[name]}")
             sys.stdout.flush()
+        return EXIT_OK
+
+    return run_guarded("funnelkvs stats", body)
+
+
+def cluster_stats(view: ClusterView) -> dict[str, Any]:
+    """``stats --cluster --json``: each member of a ring view with its INFO (less its Chord
+    neighbours), and the totals over the members that answered."""
+    members = []
+    for member in view.members:
+        info = {name: value for name, value in (member.info or {}).items() if name not in ("ring", "node_id")}
+        row: dict[str, Any] = {
+            "id": member.member.id,
+            "address": member.member.address,
+            "status": member.status,
+            "state": member.state,
+            "keys": None,
+            "bytes": None,
+        }
+        row.update(info)
+        row["address"] = member.member.address  # as the ring knows it, not as the member reports it
+        if member.error is not None:
+            row["error"] = member.error
+        members.append(row)
+    totals = {
+        "members": len(members),
+        "up": view.up,
+        "down": view.down,
+        "keys": sum(row["keys"] or 0 for row in members),
+        "bytes": sum(row["bytes"] or 0 for row in members),
+    }
+    return {"node": view.node, "complete": view.complete, "members": members, "totals": totals}
+
+
+def run_cluster_stats(args: argparse.Namespace) -> int:
+    from funnelkvs.cli.ring import gather, table
+
+    def shown(value: object) -> str:
+        return "-" if value is None else str(value)
+
+    def body() -> int:
+        stats = cluster_stats(gather(args))
+        if args.json:
+            print(json.dumps(stats), flush=True)
+            return EXIT_OK
+        header = ("Address", "Status", "State", "Keys", "Bytes", "Backend", "Uptime", "Connections")
+        rows = [
+            (
+                row["address"],
+                row["status"],
+                shown(row["state"]),
+                shown(row["keys"]),
+                shown(row["bytes"]),
+                shown(row.get("backend")),
+                "-" if row.get("uptime_s") is None else f"{row['uptime_s']:.0f} s",
+                shown(row.get("connections")),
+            )
+            for row in stats["members"]
+        ]
+        print(table(header, rows, right=frozenset({3, 4, 6, 7})))
+        totals = stats["totals"]
+        print(
+            f"total: {totals['keys']} keys, {totals['bytes']} bytes on {totals['members']} members "
+            f"({totals['up']} up, {totals['down']} down)"
+        )
+        if not stats["complete"]:
+            print(
+                f"({stats['node']}'s last walk of the ring did not come back around: members may be missing)"
+            )
+        sys.stdout.flush()
         return EXIT_OK
 
     return run_guarded("funnelkvs stats", body)
@@ -197,7 +272,17 @@ def add_parser(subparsers: Any) -> None:
     add_server_option(ping)
     ping.set_defaults(func=run_ping)
 
-    stats = subparsers.add_parser("stats", help="show a node's key count and size", description="Node stats.")
+    stats = subparsers.add_parser(
+        "stats",
+        help="show a node's key count and size (--cluster: every member's)",
+        description="Node stats; with --cluster, the stats of every member of the node's ring and the "
+        "totals.",
+    )
     stats.add_argument("--json", action="store_true", help="one JSON object (keys, bytes, node_id, ...)")
+    stats.add_argument(
+        "--cluster",
+        action="store_true",
+        help="every member of the ring the node is on (as its ring view has them), and the totals",
+    )
     add_server_option(stats)
     stats.set_defaults(func=run_stats)

@@ -19,12 +19,12 @@ op      request          request body                      answer body (status S
 
 from __future__ import annotations
 
+import struct
 from typing import Final
 
 from funnelkvs.chord.messages import (
     ACK,
     PONG,
-    Ack,
     FindSuccessor,
     Found,
     GetNeighbours,
@@ -212,19 +212,82 @@ def decode_reply(request: Request, body: bytes) -> Reply:
     return reply
 
 
-__all__ = [
-    "CHORD_OPS",
-    "FIND_SUCCESSOR",
-    "GET_NEIGHBOURS",
-    "HELLO",
-    "LEAVE",
-    "LEAVE_NOTICE",
-    "NOTIFY",
-    "PING_OP",
-    "RING_VIEW",
-    "Ack",
-    "decode_reply",
-    "decode_request",
-    "encode_reply",
-    "encode_request",
-]
+# --- range transfer (docs/protocol.md, "Range transfer") ----------------------------------------------
+
+#: The new owner of a range asks its old owner for the next batch of entries (pull: one batch in
+#: flight per transfer is the flow control).
+TRANSFER_PULL: Final = 0x14
+#: The new owner reads one key from the old owner's store while the range is still on its way.
+TRANSFER_READ: Final = 0x15
+#: The new owner has every entry of the range: the old owner may drop it.
+TRANSFER_DONE: Final = 0x16
+#: The old owner cannot serve the pull yet (it still owns the range): try again shortly.
+NOT_YET: Final = 0x04  # Status.TIMEOUT
+
+_U32 = struct.Struct(">I")
+
+
+def _position(value: int) -> bytes:
+    return value.to_bytes(_ID_BYTES, "big")
+
+
+def encode_pull(start: int, end: int, after: int | None, limit: int) -> bytes:
+    """TRANSFER_PULL body: the range ``(start, end]``, the position the last batch ended at (None:
+    from the start) and the most entries wanted."""
+    cursor = b"\x00" if after is None else b"\x01" + _position(after)
+    return _position(start) + _position(end) + cursor + _U32.pack(limit)
+
+
+def decode_pull(body: bytes) -> tuple[int, int, int | None, int]:
+    reader = _Reader(body)
+    start, end = reader.ident(), reader.ident()
+    flag = reader.byte()
+    if flag > 1:
+        raise RemoteProtocolError(f"bad cursor flag {flag}")
+    after = reader.ident() if flag else None
+    limit = _U32.unpack(reader.take(4))[0]
+    reader.end()
+    return start, end, after, limit
+
+
+def encode_batch(entries: list[tuple[bytes, bytes | bytearray | None]], more: bool, last: int) -> bytes:
+    """TRANSFER_PULL answer: ``count u32 | (key_len u32 | key | flag u8 | [value_len u32 | value])...
+    | more u8 | last position (20)``; flag 0 is a deletion the old owner had not committed yet."""
+    pieces: list[bytes | bytearray] = [_U32.pack(len(entries))]
+    for key, value in entries:
+        pieces += [_U32.pack(len(key)), key]
+        if value is None:
+            pieces.append(b"\x00")
+        else:
+            pieces += [b"\x01", _U32.pack(len(value)), value]
+    pieces += [b"\x01" if more else b"\x00", _position(last)]
+    return b"".join(pieces)
+
+
+def decode_batch(body: bytes) -> tuple[list[tuple[bytes, bytes | None]], bool, int]:
+    reader = _Reader(body)
+    entries: list[tuple[bytes, bytes | None]] = []
+    for _ in range(_U32.unpack(reader.take(4))[0]):
+        key = reader.take(_U32.unpack(reader.take(4))[0])
+        flag = reader.byte()
+        if flag > 1:
+            raise RemoteProtocolError(f"bad entry flag {flag}")
+        entries.append((key, reader.take(_U32.unpack(reader.take(4))[0]) if flag else None))
+    more = reader.byte()
+    if more > 1:
+        raise RemoteProtocolError(f"bad 'more' flag {more}")
+    last = reader.ident()
+    reader.end()
+    return entries, bool(more), last
+
+
+def encode_range(start: int, end: int) -> bytes:
+    """TRANSFER_DONE body: the range ``(start, end]``."""
+    return _position(start) + _position(end)
+
+
+def decode_range(body: bytes) -> tuple[int, int]:
+    reader = _Reader(body)
+    start, end = reader.ident(), reader.ident()
+    reader.end()
+    return start, end

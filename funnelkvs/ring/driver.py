@@ -27,6 +27,7 @@ from funnelkvs.chord import (
     Effect,
     Joined,
     JoinFailed,
+    Leave,
     Left,
     LookupDone,
     LookupFailed,
@@ -39,10 +40,12 @@ from funnelkvs.chord import (
 )
 from funnelkvs.chord.node_state import Status as ChordStatus
 from funnelkvs.errors import FunnelKVSError, NodeUnreachable, RemoteProtocolError
-from funnelkvs.loop import Future, PeriodicTimer
+from funnelkvs.keyspace import KeyRange
+from funnelkvs.loop import Future, PeriodicTimer, TimerHandle
 from funnelkvs.protocol import INFO, Status
 from funnelkvs.protocol.rpc import (
     CHORD_OPS,
+    LEAVE,
     PING_OP,
     RING_VIEW,
     decode_reply,
@@ -53,6 +56,7 @@ from funnelkvs.protocol.rpc import (
 from funnelkvs.protocol.v2 import V2Response
 from funnelkvs.ring.forwarding import Forwarder
 from funnelkvs.ring.membership import Membership
+from funnelkvs.ring.transfer import LEAVE_DEADLINE, Transfers, grown_by
 from funnelkvs.settings import RingSettings
 
 if TYPE_CHECKING:
@@ -107,6 +111,19 @@ class RingDriver:
         self.events = RingEvents()
         self.membership = Membership(self)
         self.forwarder = Forwarder(self)
+        self.transfers = Transfers(self)
+        #: The node has had a predecessor (so its range is known, and a later change of
+        #: predecessor is a join or a failure next to it, not its own join).
+        self._had_predecessor = False
+        #: Nodes that told us they are leaving (their range comes to us from them).
+        self._leaving_nodes: set[int] = set()
+        self._stop_after_leave: TimerHandle | None = None
+        #: Chord messages this node sent and answered (the background traffic, for INFO).
+        self.messages_sent = 0
+        self.messages_answered = 0
+        #: No other node is known (the successor list is empty): this node answers for every key.
+        #: A plain attribute, kept by the effects: the node reads it once per read event.
+        self.alone = True
         self._timers: list[PeriodicTimer] = []
         self._lookups: dict[int, Future[LookupDone]] = {}
         self._next_seed = 0
@@ -119,6 +136,8 @@ class RingDriver:
         for op in CHORD_OPS - {PING_OP}:  # the node answers PING itself
             self.node.register_rpc(op, self._handler(op))
         self.node.register_rpc(RING_VIEW, self._ring_view)
+        self.node.register_rpc(LEAVE, self._leave_request)
+        self.transfers.register()
         self.membership.start()
         if self.seeds:
             self._try_next_seed()
@@ -145,14 +164,25 @@ class RingDriver:
         """``joining``, ``normal``, ``leaving`` (or ``new``/``left``), as ``funnelkvs ring`` shows it."""
         return self.chord.status.value
 
-    @property
-    def alone(self) -> bool:
-        """No other node is known: this node owns the whole ring."""
-        return self.chord.successor.node_id == self.me.node_id
-
     def owns(self, position: int) -> bool:
-        """Whether ``position`` lies in ``(predecessor, self]`` (all of it while alone)."""
-        return self.chord.owns(position)
+        """Whether ``position`` lies in ``(predecessor, self]`` (all of it while alone). With no
+        predecessor known (just joined, or the predecessor just failed), Chord claims nothing but the
+        node's own id; the membership view then stands in, so that requests are not bounced between
+        nodes that each think the other owns the key until the next stabilize round."""
+        chord = self.chord
+        if chord.status is not ChordStatus.NORMAL:
+            return chord.status is ChordStatus.NEW  # a lone node before create() owns it all
+        if chord.predecessor is None and self._had_predecessor and not self.alone:
+            return self.membership.owner_of(position).node_id == self.me.node_id
+        return chord.owns(position)
+
+    def owner_hint(self, position: int) -> NodeRef:
+        """Where a request for ``position`` should go, as far as this node knows: the membership
+        view's owner; while this node leaves, its successor for what the view still gives to it."""
+        owner = self.membership.owner_of(position)
+        if owner.node_id == self.me.node_id and self.chord.status is ChordStatus.LEAVING:
+            return self.chord.successor
+        return owner
 
     # --- joining ------------------------------------------------------------------------------------
 
@@ -161,7 +191,7 @@ class RingDriver:
             return
         host, port = self.seeds[self._next_seed % len(self.seeds)]
         self._next_seed += 1
-        future = self.node.peer(host, port).call(INFO, b"", timeout=self.settings.rpc_timeout)
+        future = self.node.peer(host, port, "control").call(INFO, b"", timeout=self.settings.rpc_timeout)
         future.add_done_callback(lambda done: self._on_seed_info(host, port, done))
 
     def _on_seed_info(self, host: str, port: int, done: Future[V2Response]) -> None:
@@ -192,6 +222,63 @@ class RingDriver:
         log.info("joining the ring through %s", seed.address)
         self._run(self.chord.join(seed))
 
+    # --- ranges and leaving -------------------------------------------------------------------------
+
+    def _range_changed(self, old: NodeRef | None, new: NodeRef | None) -> None:
+        """Start pulling what our range gained (see :mod:`funnelkvs.ring.transfer`)."""
+        me = self.me.node_id
+        if new is not None and not self._had_predecessor:
+            self._had_predecessor = True
+            successor = self.chord.successor
+            if successor.node_id != me:
+                # Just joined (or restarted): (new, me] was kept by our successor until now.
+                self.transfers.begin(KeyRange(new.node_id, me), successor)
+            return
+        if old is None or old.node_id not in self._leaving_nodes:
+            return  # a crash (nothing to pull: one copy per key) or a node joining before us
+        gained = grown_by(old, new, me)
+        if gained is None and new is None:
+            # The leaving node's predecessor was unknown or this node itself (a ring of two): its
+            # range lies between us and it.
+            gained = KeyRange(me, old.node_id)
+        if gained is not None:
+            self.transfers.begin(gained, old)
+
+    def _leave_request(self, body: bytes) -> tuple[int, bytes]:
+        """LEAVE (admin): hand the keys to the successor, tell the neighbours, then stop."""
+        if body:
+            raise RemoteProtocolError("LEAVE takes no body")
+        if self.chord.status is ChordStatus.LEAVING:
+            return Status.SUCCESS, b"leaving"
+        if self.chord.status is not ChordStatus.NORMAL:
+            return Status.INVALID_REQUEST, f"cannot leave while {self.state}".encode()
+        self.loop.call_soon(self.leave)
+        return Status.SUCCESS, b"leaving"
+
+    def leave(self) -> None:
+        """Leave the ring gracefully (paper 5.4): the successor takes our range (it pulls it from us,
+        and meanwhile requests for it are forwarded there); we stop once it has all of it."""
+        if self.alone:
+            log.info("leaving: this node is alone on the ring; stopping")
+            self.node.stop()
+            return
+        successor = self.chord.successor
+        log.info("leaving the ring: handing the keys to %s", successor.address)
+        self.transfers.on_done.append(self._handed_over)
+        self._stop_after_leave = self.loop.call_later(LEAVE_DEADLINE, self._leave_timed_out)
+        self._run(self.chord.leave())
+
+    def _handed_over(self, key_range: KeyRange) -> None:
+        if self.chord.status in (ChordStatus.LEAVING, ChordStatus.LEFT) and key_range.end == self.me.node_id:
+            log.info("the successor has every key of this node; stopping")
+            if self._stop_after_leave is not None:
+                self._stop_after_leave.cancel()
+            self.node.stop()
+
+    def _leave_timed_out(self) -> None:
+        log.error("the successor did not take the keys within %.0f s; stopping anyway", LEAVE_DEADLINE)
+        self.node.stop()
+
     # --- lookups ------------------------------------------------------------------------------------
 
     def lookup(self, position: int) -> Future[LookupDone]:
@@ -214,11 +301,13 @@ class RingDriver:
                 self._send(effect)
             elif type(effect) is PredecessorChanged:
                 log.info("predecessor: %s -> %s", _show(effect.old), _show(effect.new))
+                self._range_changed(effect.old, effect.new)
                 for listener in self.events.predecessor_changed:
                     listener(effect.old, effect.new)
             elif type(effect) is SuccessorChanged:
                 log.info("successor: %s -> %s", _show(effect.old), _show(effect.new))
             elif type(effect) is SuccessorListChanged:
+                self.alone = not effect.new
                 self.membership.refresh()  # a member came or went: route by the new ring soon
                 for successors_listener in self.events.successors_changed:
                     successors_listener(effect.new)
@@ -247,12 +336,13 @@ class RingDriver:
             self.loop.call_soon(self._answer_locally, send)
             return
         op, body = encode_request(send.message)
+        self.messages_sent += 1
         try:
             host, port = split_address(send.to.address)
         except ValueError:
             self._run(self.chord.on_timeout(send.call_id, self.loop.time()))
             return
-        future = self.node.peer(host, port).call(op, body, timeout=self.settings.rpc_timeout)
+        future = self.node.peer(host, port, "control").call(op, body, timeout=self.settings.rpc_timeout)
         future.add_done_callback(lambda done: self._on_answer(send, done))
 
     def _answer_locally(self, send: Send) -> None:
@@ -279,6 +369,9 @@ class RingDriver:
     def _handler(self, op: int) -> Callable[[bytes], tuple[int, bytes]]:
         def handle(body: bytes) -> tuple[int, bytes]:
             request = decode_request(op, body)
+            self.messages_answered += 1
+            if isinstance(request, Leave):
+                self._leaving_nodes.add(request.node.node_id)
             try:
                 reply, effects = self.chord.handle(request, self.loop.time())
             except NotOnRing as exc:  # joining, or left: no answer may pass for a member's
@@ -303,6 +396,11 @@ class RingDriver:
         chord = self.chord
         return {
             "state": self.state,
+            "messages_sent": self.messages_sent,
+            "messages_answered": self.messages_answered,
+            "forwarded": self.forwarder.forwarded,
+            "transfers_in_progress": len(self.transfers.incoming),
+            "members": len(self.membership.members),
             "predecessor": None if chord.predecessor is None else _as_dict(chord.predecessor),
             "successors": [_as_dict(node) for node in chord.successors],
         }

@@ -106,7 +106,8 @@ class Membership:
 
         op, body = encode_request(GetNeighbours())
         host, port = split_address(node.address)
-        future = self.driver.node.peer(host, port).call(op, body, timeout=self.driver.settings.rpc_timeout)
+        peer = self.driver.node.peer(host, port, "control")
+        future = peer.call(op, body, timeout=self.driver.settings.rpc_timeout)
         future.add_done_callback(lambda done: self._on_step(node, seen, budget, done))
 
     def _on_step(
