@@ -291,6 +291,12 @@ def ring_factory(tmp_path: Path) -> Iterator[Callable[[int], Ring]]:
         ring.stop()
 
 
+def keys_stored(address: str) -> int:
+    with Client(address, routing=False) as plain:
+        keys: int = plain.info()["keys"]
+    return keys
+
+
 def v2_answers(address: str, op: int, keys: list[bytes], value: bytes = b"") -> list[tuple[int, bytes]]:
     """Ask one node directly with v2 (pipelined); ``(status, body)`` per key, in order."""
     conn = V2Connection.open(parse_address(address), 2.0, 10.0)
@@ -321,8 +327,7 @@ def test_ten_thousand_keys_go_straight_to_their_owners(ring_factory: Callable[[i
     # Each node stores exactly the keys of its own range...
     owners = Counter(view.owner_of(key) for key in keys)
     for address in ring.addresses:
-        with Client(address, routing=False) as plain:
-            assert plain.info()["keys"] == owners[parse_address(address)]
+        assert keys_stored(address) == owners[parse_address(address)]
     # ... and asked directly, answers its own keys and names the owner of the others.
     for address in ring.addresses:
         me = parse_address(address)
@@ -406,31 +411,33 @@ def test_routing_off_sends_everything_to_the_configured_node(ring_factory: Calla
         assert client.ring_view is None and not client.routing and client.refresh_view() is None
     with Client(ring.addresses[0]) as smart:
         assert smart.get_many(keys) == keys
-        stored = sum(Client(a, routing=False).info()["keys"] for a in ring.addresses)
+        stored = sum(keys_stored(address) for address in ring.addresses)
         assert stored == len(keys)  # forwarded writes landed at the owners, once each
 
 
 def test_a_stale_view_is_corrected_by_not_responsible(ring_factory: Callable[[int], Ring]) -> None:
     ring = ring_factory(5)
-    keys = [f"stale:{i}".encode() for i in range(3000)]
+    before = [f"stale:{i}".encode() for i in range(1500)]  # written with five nodes, moved by the join
+    after = [f"stale:{i}".encode() for i in range(1500, 3000)]  # written with a stale view
+    keys = before + after
     # refresh_interval long: only a NOT_RESPONSIBLE can make this client look at the ring again.
     with Client(ring.addresses[0], refresh_interval=600.0) as client:
-        assert client.get("warm") is None  # fetches the view
+        client.put_many((key, b"v-" + key) for key in before)
         old_view = client.ring_view
         assert old_view is not None and len(old_view) == 5
         newcomer = ring.add()
         new_view = wait_settled(ring.addresses)
         moved = [key for key in keys if new_view.owner_of(key) == parse_address(newcomer.address)]
-        assert moved, "the sixth node owns none of the keys"
+        assert any(key in moved for key in before) and any(key in moved for key in after)
         assert client.ring_view is old_view  # still the five-node view
-        # Writes routed by the stale view reach the old owners, which name the newcomer: the client
-        # follows, so every write lands where the ring now puts it.
-        client.put_many((key, b"v-" + key) for key in keys)
+        # Requests routed by the stale view reach the old owners, which name the newcomer: the client
+        # follows, so reads find the keys the join moved and writes land where the ring now puts them.
+        assert client.get_many(before) == [b"v-" + key for key in before]
         assert client.routing_counts["redirects"] >= 1
+        client.put_many((key, b"v-" + key) for key in after)
         assert client.get_many(keys) == [b"v-" + key for key in keys]
-        assert [status for status, _ in v2_answers(newcomer.address, Op.GET, moved)] == [
-            Status.SUCCESS
-        ] * len(moved)
+        statuses = [status for status, _ in v2_answers(newcomer.address, Op.GET, moved)]
+        assert statuses == [Status.SUCCESS] * len(moved)
         # The redirects asked for a refresh: calls soon use the six-node view.
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and len(client.ring_view or ()) != 6:
@@ -440,10 +447,16 @@ def test_a_stale_view_is_corrected_by_not_responsible(ring_factory: Callable[[in
         redirects = client.routing_counts["redirects"]
         assert [client.get(key) for key in moved] == [b"v-" + key for key in moved]
         assert client.routing_counts["redirects"] == redirects  # straight to the newcomer now
+    # Once the range transfer is over, each node stores exactly its own range.
     owners = Counter(new_view.owner_of(key) for key in keys)
-    for address in ring.addresses:
-        with Client(address, routing=False) as plain:
-            assert plain.info()["keys"] == owners[parse_address(address)]
+    expected = [owners[parse_address(address)] for address in ring.addresses]
+    deadline = time.monotonic() + 20.0
+    while True:
+        stored = [keys_stored(address) for address in ring.addresses]
+        if stored == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert stored == expected
 
 
 def test_reads_on_survivors_go_on_after_a_node_is_killed(ring_factory: Callable[[int], Ring]) -> None:
