@@ -6,6 +6,13 @@ make the client the bottleneck). Every connection keeps ``depth`` requests in fl
 one as each answer arrives. Keys are ``key:%010d`` drawn uniformly from the key space and values are
 ``v`` repeated, as the neutral C generator in ``../shared/bench`` does, so figures are comparable.
 
+With ``smart`` (``funnelkvs bench --smart``) the load goes through the ring-aware client's routing:
+the coordinator fetches the ring view as :class:`~funnelkvs.Client` does (RING_VIEW), and every
+logical connection becomes one socket per member; each request goes to its key's owner as
+:class:`~funnelkvs.client.routing.RingView` computes it (one hop, never forwarded while the view
+holds), with ``depth`` requests in flight per logical connection across its sockets. Requests stay
+v1 frames, whose answers keep request order per socket; a ring of one node is the plain mode.
+
 A latency is the time from the write that carried a request to the read that completed its answer.
 Only answers completed inside the measured window (after the warm-up) count. Latencies go into a
 log-bucketed histogram (HDR-like, under 0.4% error), merged across processes.
@@ -20,6 +27,8 @@ stops every worker in parallel.
 
 from __future__ import annotations
 
+import bisect
+import hashlib
 import json
 import os
 import random
@@ -165,6 +174,8 @@ class BenchSpec:
     value_size: int = 16
     duration: float = 5.0
     warmup: float = 0.5
+    #: Route each request to its key's owner, as the ring-aware client does (see the module docstring).
+    smart: bool = False
 
     def validate(self) -> None:
         parse_addresses(self.servers)
@@ -197,6 +208,8 @@ class BenchReport:
     max_us: float
     errors: int
     not_found: int
+    #: Ring members the requests were routed over (``--smart`` against a ring); 0: sent as given.
+    routed_members: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -232,6 +245,28 @@ class _Requests:
         """A PUT frame without its value part (``put_tail``)."""
         return self._put % index if self._put is not None else _frame_head(PUT, key_name(index))
 
+    def append_routed(
+        self,
+        conns: list[_Conn],
+        route: Callable[[bytes], int],
+        count: int,
+        rand: Callable[[], float],
+        at: int,
+    ) -> None:
+        """Append ``count`` requests with random keys, each to ``conns[route(key)]`` (its owner's
+        socket), with its send time."""
+        keys, get_ratio, put_tail = self.keys, self.get_ratio, self.put_tail
+        get, put_head = self.get, self.put_head
+        for _ in range(count):
+            index = int(rand() * keys)
+            conn = conns[route(key_name(index))]
+            if get_ratio == 1.0 or (get_ratio and rand() < get_ratio):
+                conn.out += get(index)
+            else:
+                conn.out += put_head(index)
+                conn.out += put_tail
+            conn.sent_at.append(at)
+
     def append(self, out: bytearray, count: int, rand: Callable[[], float]) -> None:
         """Append ``count`` requests with random keys (a GET with probability ``get_ratio``)."""
         keys, get_ratio, put_tail = self.keys, self.get_ratio, self.put_tail
@@ -257,10 +292,12 @@ def _frame_format(op: int) -> bytes:
 
 
 class _Conn:
-    __slots__ = ("decoder", "last_status", "out", "out_pos", "sent_at", "sock", "writing")
+    __slots__ = ("decoder", "group", "last_status", "out", "out_pos", "sent_at", "sock", "writing")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, group: list[_Conn] | None = None) -> None:
         self.sock = sock
+        #: Routed mode: the sockets of this logical connection, one per member in ring order.
+        self.group = group
         self.decoder = ResponseDecoder()
         #: Requests to send; ``out[:out_pos]`` is already sent.
         self.out = bytearray()
@@ -280,10 +317,34 @@ def _connect(address: Address) -> socket.socket:
     return sock
 
 
-def _drive(spec: BenchSpec, conns: list[_Conn], requests: _Requests, start_ns: int) -> dict[str, Any]:
+def owner_router(member_ids: list[int]) -> Callable[[bytes], int]:
+    """``route(key)``: the index (in ``member_ids``, sorted) of the member owning ``key``, as
+    :meth:`funnelkvs.client.routing.RingView.owner_of` decides (first id at or after the key's SHA-1)."""
+    ids = sorted(member_ids)
+    count = len(ids)
+    sha1 = hashlib.sha1
+    from_bytes = int.from_bytes
+    find = bisect.bisect_left
+
+    def route(key: bytes) -> int:
+        index = find(ids, from_bytes(sha1(key).digest(), "big"))
+        return index if index < count else 0
+
+    return route
+
+
+def _drive(
+    spec: BenchSpec,
+    conns: list[_Conn],
+    requests: _Requests,
+    start_ns: int,
+    route: Callable[[bytes], int] | None = None,
+) -> dict[str, Any]:
     """The closed loop: returns ops, errors, not_found and the histogram of the measured window.
 
-    Everything it needs is built before ``start_ns`` (the worker's ``go``): the window measures load."""
+    With ``route`` (routed mode) each conn belongs to a group (``conn.group``) and new requests go to
+    the group's socket of their key's owner. Everything it needs is built before ``start_ns`` (the
+    worker's ``go``): the window measures load."""
     rand = random.Random(os.getpid() ^ start_ns).random
     append_requests = requests.append
     hist = LatencyHistogram()
@@ -296,8 +357,16 @@ def _drive(spec: BenchSpec, conns: list[_Conn], requests: _Requests, start_ns: i
     selector = selectors.DefaultSelector()
 
     def fill(conn: _Conn, count: int, at: int) -> None:
-        append_requests(conn.out, count, rand)
-        conn.sent_at.extend([at] * count)
+        if route is None:
+            append_requests(conn.out, count, rand)
+            conn.sent_at.extend([at] * count)
+            return
+        group = conn.group
+        assert group is not None
+        requests.append_routed(group, route, count, rand, at)
+        for member in group:
+            if member is not conn and member.out_pos < len(member.out):
+                flush(member)
 
     def flush(conn: _Conn) -> None:
         out = conn.out
@@ -324,8 +393,11 @@ def _drive(spec: BenchSpec, conns: list[_Conn], requests: _Requests, start_ns: i
     try:
         for conn in conns:
             selector.register(conn.sock, selectors.EVENT_READ, conn)
-            fill(conn, spec.depth, now())
-            flush(conn)
+        # One initial fill per logical connection (in routed mode its group's first socket).
+        for conn in conns:
+            if conn.group is None or conn.group[0] is conn:
+                fill(conn, spec.depth, now())
+                flush(conn)
         while True:
             t = now()
             if t >= end:
@@ -389,16 +461,30 @@ def _worker(job: dict[str, Any], commands: IO[bytes], reports: IO[bytes]) -> Non
     spec = BenchSpec(**job["spec"])
     socks: list[socket.socket] = []
     try:
-        addresses = parse_addresses(spec.servers)
-        for i in range(job["first"], job["first"] + job["count"]):
-            socks.append(_connect(addresses[i % len(addresses)]))
+        members: list[list[str]] | None = job.get("members")
+        conns: list[_Conn] = []
+        route = None
+        if members:
+            # Routed: one socket per member (in ring order) for each logical connection.
+            route = owner_router([int(node_id, 16) for node_id, _ in members])
+            member_addresses = [parse_addresses(address)[0] for _, address in members]
+            for _ in range(job["count"]):
+                group: list[_Conn] = []
+                for address in member_addresses:
+                    socks.append(_connect(address))
+                    group.append(_Conn(socks[-1], group))
+                conns.extend(group)
+        else:
+            addresses = parse_addresses(spec.servers)
+            for i in range(job["first"], job["first"] + job["count"]):
+                socks.append(_connect(addresses[i % len(addresses)]))
+            conns = [_Conn(sock) for sock in socks]
         # All set-up happens before "ready": nothing of it falls inside the measured window.
-        conns = [_Conn(sock) for sock in socks]
         requests = _Requests(spec)
         report({"ready": True})
         if commands.readline().strip() != b"go":
             return  # the coordinator gave up (another worker failed)
-        report(_drive(spec, conns, requests, time.perf_counter_ns()))
+        report(_drive(spec, conns, requests, time.perf_counter_ns(), route))
     except FunnelKVSError as exc:
         report({"error": str(exc)})
     finally:
@@ -445,13 +531,26 @@ def populate(spec: BenchSpec) -> int:
         return client.put_many(((key_name(i), value) for i in range(spec.keys)), batch_size=batch_size)
 
 
-def check_node_limits(spec: BenchSpec) -> None:
+def ring_members(spec: BenchSpec) -> list[list[str]] | None:
+    """``[[id hex, address], ...]`` of the ring the smart client sees from ``spec.servers`` (sorted by
+    id), or None when there is no ring to route over (one node, or nodes without RING_VIEW)."""
+    from funnelkvs.client import Client
+
+    with Client(spec.servers, pool_size=1, connect_timeout=_CONNECT_TIMEOUT, timeout=10.0) as client:
+        view = client.refresh_view()
+    if view is None or len(view) < 2:
+        return None
+    return [[f"{member.node_id:040x}", str(member.address)] for member in view.members]
+
+
+def check_node_limits(spec: BenchSpec, addresses: list[Address] | None = None) -> None:
     """Refuse, before any load, keys or values over a node's limits (from INFO; the v1 defaults for a
-    node that does not say). Raises :class:`LocalProtocolError`, or :class:`NodeUnreachable`."""
+    node that does not say). Raises :class:`LocalProtocolError`, or :class:`NodeUnreachable`.
+    ``addresses``: the nodes to ask (default: ``spec.servers``)."""
     from funnelkvs.client import Client
 
     key_size = len(key_name(spec.keys - 1))
-    for address in parse_addresses(spec.servers):
+    for address in addresses or parse_addresses(spec.servers):
         with Client(str(address), pool_size=1, connect_timeout=_CONNECT_TIMEOUT, timeout=10.0) as client:
             info = client.info()
         max_key = _limit(info, "max_key_size", DEFAULT_MAX_KEY_SIZE)
@@ -475,7 +574,9 @@ def _limit(info: dict[str, Any], name: str, default: int) -> int:
 class _WorkerProcess:
     """A worker subprocess and the JSON lines it writes on its stdout."""
 
-    def __init__(self, spec: BenchSpec, first: int, count: int) -> None:
+    def __init__(
+        self, spec: BenchSpec, first: int, count: int, members: list[list[str]] | None = None
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "funnelkvs.bench", "--worker"],
             stdin=subprocess.PIPE,
@@ -483,7 +584,10 @@ class _WorkerProcess:
             bufsize=0,
         )
         self._pending = b""
-        self.send({"spec": asdict(spec), "first": first, "count": count})
+        job: dict[str, Any] = {"spec": asdict(spec), "first": first, "count": count}
+        if members:
+            job["members"] = members
+        self.send(job)
 
     def send(self, message: dict[str, Any] | str) -> None:
         data = message if isinstance(message, str) else json.dumps(message)
@@ -546,9 +650,11 @@ def stop_workers(workers: list[_WorkerProcess], *, at_once: bool) -> None:
 def run_bench(spec: BenchSpec, processes: int | None = None, *, populate_first: bool = False) -> BenchReport:
     """Run the benchmark: check the spec against the nodes' limits (:class:`LocalProtocolError`),
     :func:`populate` first when asked, then measure. Raises :class:`NodeUnreachable` when a node cannot
-    be reached or is lost."""
+    be reached or is lost. With ``spec.smart`` the ring view is fetched first and requests are routed
+    to their owners (``routed_members`` in the report says over how many nodes)."""
     spec.validate()
-    check_node_limits(spec)
+    members = ring_members(spec) if spec.smart else None
+    check_node_limits(spec, [parse_addresses(address)[0] for _, address in members] if members else None)
     if populate_first:
         populate(spec)
     processes = max(1, min(processes or os.cpu_count() or 1, spec.connections))
@@ -556,7 +662,7 @@ def run_bench(spec: BenchSpec, processes: int | None = None, *, populate_first: 
     finished = False
     try:
         for first, count in split(spec.connections, processes):
-            workers.append(_WorkerProcess(spec, first, count))
+            workers.append(_WorkerProcess(spec, first, count, members))
         ready_by = time.monotonic() + 30.0
         greetings = [worker.receive(ready_by) for worker in workers]
         failures = [g["error"] for g in greetings if "error" in g]
@@ -595,6 +701,7 @@ def run_bench(spec: BenchSpec, processes: int | None = None, *, populate_first: 
         max_us=hist.max_ns / 1000,
         errors=sum(int(r["errors"]) for r in results),
         not_found=sum(int(r["not_found"]) for r in results),
+        routed_members=len(members) if members else 0,
     )
 
 

@@ -9,12 +9,24 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
 
 import pytest
 
-from funnelkvs.bench import BenchSpec, LatencyHistogram, _Requests, key_name, run_bench, split
+from funnelkvs import Client
+from funnelkvs.bench import (
+    BenchSpec,
+    LatencyHistogram,
+    _Conn,
+    _Requests,
+    key_name,
+    owner_router,
+    run_bench,
+    split,
+)
 from funnelkvs.cli import EXIT_UNREACHABLE, EXIT_USAGE
+from funnelkvs.client.routing import RingView
 from funnelkvs.errors import LocalProtocolError, NodeUnreachable
 from funnelkvs.protocol import NEED_DATA, Op, Request, RequestDecoder
 from funnelkvs.testing.cluster import NodeProcess, closed_port, funnelkvs_command
@@ -269,3 +281,58 @@ def test_ctrl_c_stops_every_worker_at_once(node: NodeProcess) -> None:
     finally:
         process.kill()
         process.communicate()
+
+
+# --- through the smart client ------------------------------------------------------------------------
+
+
+def test_routed_requests_go_to_their_owners_socket() -> None:
+    ids = [2**158, 2**159, 3 * 2**158]
+    route = owner_router(ids)
+    view = RingView.of((node_id, f"127.0.0.1:{port}") for port, node_id in enumerate(ids, start=1))
+    conns = [_Conn(None, None) for _ in ids]  # type: ignore[arg-type]  # no socket needed to fill
+    requests = _Requests(BenchSpec("127.0.0.1:1", workload="mix", keys=500))
+    requests.append_routed(conns, route, 3000, random.Random(2).random, at=7)
+    total = 0
+    for index, conn in enumerate(conns):
+        decoder = RequestDecoder()
+        decoder.feed(bytes(conn.out))
+        keys = []
+        while (request := decoder.next_event()) is not NEED_DATA:
+            assert isinstance(request, Request)
+            keys.append(request.key)
+        assert keys and len(conn.sent_at) == len(keys) and set(conn.sent_at) == {7}
+        assert {view.owner_of(key) for key in keys} == {view.members[index].address}
+        total += len(keys)
+    assert total == 3000
+
+
+def test_smart_bench_on_a_ring(node_process_factory: Callable[..., NodeProcess]) -> None:
+    first = node_process_factory()
+    for i in range(2):
+        node_process_factory(args=["--join", first.address], name=f"member{i}")
+    deadline = time.monotonic() + 30
+    with Client(first.address) as client:
+        while True:
+            view = client.refresh_view()
+            if view is not None and len(view) == 3 and view.complete:
+                break
+            assert time.monotonic() < deadline, "the ring did not form"
+            time.sleep(0.2)
+    time.sleep(1.0)  # let predecessors settle too: a key asked too early would be forwarded, not lost
+    spec = BenchSpec(
+        first.address, connections=3, depth=4, workload="mix", keys=300, duration=0.8, warmup=0.1
+    )
+    smart = run_bench(BenchSpec(**{**asdict(spec), "smart": True}), processes=1, populate_first=True)
+    assert smart.routed_members == 3
+    assert smart.ops > 0 and smart.errors == 0 and smart.not_found == 0
+    plain = run_bench(spec, processes=1)
+    assert plain.routed_members == 0 and plain.ops > 0 and plain.errors == 0
+    result = subprocess.run(
+        [*funnelkvs_command(), "bench", "-s", first.address, "--smart", "-c", "2", "-k", "50", "-t", "0.5"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert b"straight to its key's owner, over 3 ring members" in result.stdout

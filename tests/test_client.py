@@ -235,6 +235,18 @@ def test_pool_shared_by_threads(node: NodeProcess) -> None:
     assert values == [f"value {w} {i}".encode() for w in range(8) for i in range(500)]
 
 
+def test_a_node_without_ring_view_keeps_the_plain_v1_path(fake: FakeNode) -> None:
+    # The fake, like the reference implementation, answers a v2 frame in v1: the client turns routing
+    # off for good after that one query and goes on with v1 on the same connection.
+    with Client(fake.address) as client:
+        client.put("k", "v")
+        assert not client.routing and client.ring_view is None
+        assert client.get("k") == b"v"
+        assert client.get_many(["k", "nope", "k"]) == [b"v", None, b"v"]
+        assert client.routing_counts["refreshes"] == 1
+    assert fake.accepted == 1
+
+
 def test_pool_never_exceeds_its_size(fake: FakeNode) -> None:
     with Client(fake.address, pool_size=3) as client:
         threads = [
@@ -339,13 +351,14 @@ def test_retry_once_when_a_pooled_connection_drops_mid_request(fake: FakeNode) -
 
 
 def test_no_retry_when_disabled_or_on_a_fresh_connection(fake: FakeNode) -> None:
-    with Client(fake.address, retry=False) as client:
+    # routing=False: the dropped request must be the put (else the ring-view query takes the drop).
+    with Client(fake.address, retry=False, routing=False) as client:
         client.ping()
         fake.drop_requests = 1
         with pytest.raises(NodeUnreachable):
             client.put("k", "v")
         assert client.ping() == "pong"
-    with Client(fake.address) as client:
+    with Client(fake.address, routing=False) as client:
         fake.drop_requests = 1
         with pytest.raises(NodeUnreachable):
             client.ping()  # first use: nothing stale to blame, so no replay
@@ -526,7 +539,7 @@ def test_single_oversize_put_raises_the_nodes_answer(small_node: NodeProcess, si
 
 def test_pipeline_closed_after_a_failed_sync_says_the_outcome_is_unknown(fake: FakeNode) -> None:
     fake.answer_then_close = [Status.SUCCESS, Status.SERVER_ERROR]
-    with Client(fake.address) as client:
+    with Client(fake.address, routing=False) as client:  # the scripted answers are for the pipeline
         results = client.pipeline().put("a", "1").put("b", "2").put("c", "3").execute(raise_on_error=False)
         assert results[0] is None and isinstance(results[1], ServerError)
         assert type(results[2]) is NotAnswered and "unknown" in str(results[2])
@@ -534,7 +547,7 @@ def test_pipeline_closed_after_a_failed_sync_says_the_outcome_is_unknown(fake: F
 
 def test_pipeline_cut_without_an_error_answer_is_unreachable(fake: FakeNode) -> None:
     fake.answer_then_close = [Status.SUCCESS, Status.SUCCESS]
-    with Client(fake.address) as client:
+    with Client(fake.address, routing=False) as client:  # the scripted answers are for the pipeline
         with pytest.raises(NodeUnreachable, match="after 2 of 3 answers"):
             client.pipeline().ping().ping().ping().execute(raise_on_error=False)
 

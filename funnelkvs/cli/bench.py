@@ -47,6 +47,11 @@ def format_report(report: BenchReport) -> str:
             f"p99.9 {report.p999_us:,.0f} us   max {report.max_us:,.0f} us",
             f"errors   {report.errors} (not found: {report.not_found})",
         ]
+        + (
+            [f"routing  each request straight to its key's owner, over {report.routed_members} ring members"]
+            if report.routed_members
+            else []
+        )
     )
 
 
@@ -61,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
             value_size=args.value_size,
             duration=args.duration,
             warmup=args.warmup,
+            smart=args.smart,
         )
         try:
             spec.validate()
@@ -113,5 +119,11 @@ def add_parser(subparsers: Any) -> None:
         help=f"worker processes (default: CPU count, {os.cpu_count()})",
     )
     parser.add_argument("--populate", action="store_true", help="PUT every key once first, so GETs hit")
+    parser.add_argument(
+        "--smart",
+        action="store_true",
+        help="route each request to its key's owner, as the ring-aware client does (fetches the ring "
+        "view from --server; one socket per member for each connection)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)

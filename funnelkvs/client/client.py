@@ -14,6 +14,12 @@ Retry policy: a call is sent again, once, on a fresh connection only when all of
   write) must not be retried; :data:`IDEMPOTENT_OPS` is the list to keep honest.
 
 Connecting is always safe to retry (nothing was sent): a refused connection moves on to the next address.
+
+Ring routing (``routing=True``, the default; :mod:`funnelkvs.client.router`): against a ring of more
+than one node, GET/PUT/DELETE go as v2 frames straight to the key's owner. The same policy decides
+whether a request whose owner failed may be sent again, as v1 through another node that forwards it:
+always when the owner refused the connection (nothing was sent), else only with ``retry`` on and not
+one byte of the answer received (a fresh connection included: in a ring another node can take it).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, TypeVar, overload
@@ -30,6 +37,8 @@ from funnelkvs.client.answers import result_of
 from funnelkvs.client.connection import Connection
 from funnelkvs.client.pipeline import Pipeline
 from funnelkvs.client.pool import ConnectionPool
+from funnelkvs.client.router import Router
+from funnelkvs.client.routing import RingView
 from funnelkvs.errors import KeyNotFound, LocalProtocolError, NodeUnreachable, RemoteProtocolError
 from funnelkvs.keyspace import ring_digest
 from funnelkvs.protocol import (
@@ -46,6 +55,7 @@ DEFAULT_SERVER: Final = "127.0.0.1:8001"
 IDEMPOTENT_OPS: Final = frozenset({Op.GET, Op.PUT, Op.DELETE, Op.PING, Op.STATS, Op.INFO})
 
 KeyLike = str | bytes | bytearray | memoryview
+_monotonic = time.monotonic
 T = TypeVar("T")
 
 
@@ -73,11 +83,16 @@ class Client:
 
     :param servers: ``"host:port"``, a comma-separated list of them, or a list of them (an
         :class:`Address` or ``(host, port)`` pair also does); anything else is a ``TypeError``.
-    :param pool_size: the most connections open at once; more concurrent callers wait for one.
+    :param pool_size: the most connections open at once; more concurrent callers wait for one. When
+        routing over a ring: at most this many to each member, besides those to the configured addresses.
     :param connect_timeout: seconds to establish a connection (per address tried).
     :param timeout: seconds to wait for an answer (for a pipeline: for each bit of progress).
     :param retry: replay a call once after a dropped pooled connection (see the module docstring).
     :param max_key_size, max_value_size: sizes refused locally with :class:`LocalProtocolError`.
+    :param routing: against a ring of several nodes, send each key straight to its owner (the view
+        comes from RING_VIEW; see :mod:`funnelkvs.client.router`). ``False``: every request goes as v1
+        to the configured addresses, which forward keys they do not own (two hops).
+    :param refresh_interval: seconds after which the ring view is fetched again (on the next call).
     """
 
     def __init__(
@@ -90,8 +105,14 @@ class Client:
         retry: bool = True,
         max_key_size: int = DEFAULT_MAX_KEY_SIZE,
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        routing: bool = True,
+        refresh_interval: float = 5.0,
     ) -> None:
-        for name, seconds in (("connect_timeout", connect_timeout), ("timeout", timeout)):
+        for name, seconds in (
+            ("connect_timeout", connect_timeout),
+            ("timeout", timeout),
+            ("refresh_interval", refresh_interval),
+        ):
             if seconds is None:
                 continue
             if not _is_number(seconds):
@@ -109,6 +130,8 @@ class Client:
         self.retry = retry
         self.max_key_size = max_key_size
         self.max_value_size = max_value_size
+        #: None when routing is off: every call takes the plain v1 path.
+        self._router = Router(self, refresh_interval) if routing else None
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -119,6 +142,37 @@ class Client:
     @property
     def closed(self) -> bool:
         return self._pool.closed
+
+    @property
+    def routing(self) -> bool:
+        """Whether keys are routed to their owners (``routing=True`` and the nodes serve RING_VIEW)."""
+        return self._router is not None and not self._router.unsupported
+
+    @property
+    def ring_view(self) -> RingView | None:
+        """The ring view last fetched (None before the first keyed call, with routing off, or when the
+        nodes do not serve one). A view of one member means requests take the plain v1 path."""
+        return None if self._router is None else self._router.view
+
+    def refresh_view(self) -> RingView | None:
+        """Fetch the ring view now (normally fetched when due, on a call); returns it, or None when no
+        node served one. With routing off: None, and nothing is sent."""
+        return None if self._router is None else self._router.refresh()
+
+    @property
+    def routing_counts(self) -> dict[str, int]:
+        """How often routing had to correct itself: ``redirects`` (NOT_RESPONSIBLE answers followed),
+        ``fallbacks`` (requests or pipeline groups sent as v1 through another node) and ``refreshes``
+        (views fetched). A copy; approximate under concurrent calls."""
+        if self._router is None:
+            return {"redirects": 0, "fallbacks": 0, "refreshes": 0}
+        return dict(self._router.counts)
+
+    def routed_view(self) -> RingView | None:
+        """The view to route keyed requests with now (refreshed when due), or None for the plain v1
+        path. Used by :class:`Pipeline`."""
+        router = self._router
+        return None if router is None else router.active()
 
     def key_bytes(self, key: object) -> bytes:
         data = to_bytes(key, "key")
@@ -165,7 +219,21 @@ class Client:
             pool.checkin(conn, ok)
 
     def _call(self, op: int, key: bytes = b"", value: bytes = b"") -> Any:
+        """GET/PUT/DELETE: to the key's owner when routing, else as :meth:`_call_plain`."""
+        router = self._router
+        if router is not None:
+            # Router.active() inlined: this runs on every call, and a one-node ring must stay as fast.
+            if _monotonic() >= router.next_refresh:
+                router.refresh_if_free()
+            view = router.routed
+            if view is not None:
+                return router.call(view, op, key, value)
         response, address = self._roundtrip(op, encode_request(op, key, value))
+        return result_of(op, response, address)
+
+    def _call_plain(self, op: int) -> Any:
+        """PING, STATS: v1 to the configured addresses (one node's answer, as before rings)."""
+        response, address = self._roundtrip(op, encode_request(op))
         return result_of(op, response, address)
 
     # --- operations ---------------------------------------------------------------------------------
@@ -208,12 +276,12 @@ class Client:
 
     def ping(self) -> str:
         """``"pong"`` from a live node; raises :class:`NodeUnreachable` or :class:`RequestTimeout`."""
-        text: str = self._call(Op.PING)
+        text: str = self._call_plain(Op.PING)
         return text
 
     def stats(self) -> dict[str, int]:
         """The node's STATS answer parsed: ``{"keys": N, "size": N}`` (plus any numeric fields it adds)."""
-        stats: dict[str, int] = self._call(Op.STATS)
+        stats: dict[str, int] = self._call_plain(Op.STATS)
         return stats
 
     def info(self) -> dict[str, Any]:
@@ -282,6 +350,8 @@ class Client:
     def close(self) -> None:
         """Close every connection; later calls raise :class:`ClientClosed`. Idempotent."""
         self._pool.close()
+        if self._router is not None:
+            self._router.close()
 
     def __enter__(self) -> Client:
         return self

@@ -12,10 +12,12 @@ import selectors
 import socket
 import time
 from collections.abc import Sequence
+from typing import ClassVar, Self, cast
 
 from funnelkvs.client.address import Address
 from funnelkvs.errors import NodeUnreachable, RemoteProtocolError, RequestTimeout
-from funnelkvs.protocol import NEED_DATA, Response, ResponseDecoder, Status
+from funnelkvs.protocol import HEADER_V1, NEED_DATA, Response, ResponseDecoder, Status
+from funnelkvs.protocol.v2 import V2Response, V2ResponseDecoder
 
 # Under glibc's mmap threshold (128 KiB): a larger recv(n) costs an mmap/munmap pair per call.
 _RECV_SIZE = 64 * 1024
@@ -31,6 +33,9 @@ class Connection:
 
     __slots__ = ("_decoder", "_poll", "address", "received", "reusable", "sock", "timeout")
 
+    #: The answers this connection reads: v1 here, v2 in :class:`V2Connection`.
+    decoder_class: ClassVar[type[ResponseDecoder] | type[V2ResponseDecoder]] = ResponseDecoder
+
     def __init__(self, sock: socket.socket, address: Address, timeout: float | None) -> None:
         self.sock = sock
         self.address = address
@@ -39,13 +44,14 @@ class Connection:
         self.received = 0
         #: False once the node closed the connection after an answer: the pool must not lend it again.
         self.reusable = True
-        self._decoder = ResponseDecoder()
+        # Typed as the v1 decoder; a V2Connection's yields V2Response, which its methods cast back.
+        self._decoder = cast(ResponseDecoder, self.decoder_class())
         self._poll = select.poll() if hasattr(select, "poll") else None
         if self._poll is not None:
             self._poll.register(sock.fileno(), select.POLLIN)
 
     @classmethod
-    def open(cls, address: Address, connect_timeout: float | None, timeout: float | None) -> Connection:
+    def open(cls, address: Address, connect_timeout: float | None, timeout: float | None) -> Self:
         try:
             sock = socket.create_connection(address, timeout=connect_timeout)
         except TimeoutError as exc:
@@ -113,15 +119,52 @@ class Connection:
                 decoder.feed(data)
                 event = decoder.next_event()
                 if event is not NEED_DATA:
-                    assert isinstance(event, Response)
                     if decoder.buffered:
                         raise RemoteProtocolError(f"{self.address} sent bytes after its answer")
-                    return event
+                    return cast(Response, event)
         except TimeoutError as exc:
             raise RequestTimeout(f"{self.address} did not answer within {timeout} s") from exc
         except OSError as exc:
             reason = _reason(send_failure or exc)
             raise NodeUnreachable(f"connection to {self.address} lost: {reason}") from exc
+
+    def request_v2(self, frame: bytes, request_id: int) -> V2Response | None:
+        """Send one v2 request on this v1 connection and return its v2 answer: for a rare admin query
+        (the ring view) without a connection of its own. None when the node answered in v1 (it speaks
+        no v2, like the reference implementation): that answer is read, so the connection stays in
+        step and can be reused. Errors as :meth:`request`."""
+        sock = self.sock
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        try:
+            sock.sendall(frame)
+            # Which decoder reads the answer depends on its version byte: peek at it first.
+            while True:
+                head = sock.recv(4, socket.MSG_PEEK)
+                if not head:
+                    raise NodeUnreachable(f"{self.address} closed the connection before answering")
+                if len(head) == 4 or head != HEADER_V1[: len(head)]:
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError
+        except TimeoutError as exc:
+            raise RequestTimeout(f"{self.address} did not answer within {self.timeout} s") from exc
+        except OSError as exc:
+            raise NodeUnreachable(f"connection to {self.address} lost: {_reason(exc)}") from exc
+        if head == HEADER_V1:
+            self.request(b"")  # nothing more to send: reads the v1 answer
+            return None
+        v1_decoder = self._decoder
+        self._decoder = cast(ResponseDecoder, V2ResponseDecoder())
+        try:
+            answer = cast(V2Response, self.request(b""))
+        finally:
+            self._decoder = v1_decoder
+        if answer.request_id != request_id:
+            self.reusable = False
+            raise RemoteProtocolError(
+                f"{self.address} answered request {answer.request_id}, not {request_id}"
+            )
+        return answer
 
     def exchange(self, frames: Sequence[bytes]) -> list[Response]:
         """Pipeline: send every frame, reading answers while sending, and return them in request order.
@@ -166,8 +209,7 @@ class Connection:
                         self.received += len(data)
                         decoder.feed(data)
                         while (event := decoder.next_event()) is not NEED_DATA:
-                            assert isinstance(event, Response)
-                            responses.append(event)
+                            responses.append(cast(Response, event))
                         if len(responses) > expected:
                             raise RemoteProtocolError(f"{self.address} sent more answers than requests")
                 if writing and mask & selectors.EVENT_WRITE:
@@ -221,6 +263,33 @@ class Connection:
         if failure is not None:
             raise NodeUnreachable(f"connection to {self.address} lost {progress}: {_reason(failure)}")
         raise NodeUnreachable(f"{self.address} closed the connection {progress}")
+
+
+class V2Connection(Connection):
+    """A connection that carries v2 frames (docs/protocol.md): each answer names its request id, and
+    answers to a pipeline may come back in any order. Used by the ring-aware client, whose v2 key
+    requests a node refuses with NOT_RESPONSIBLE when it does not own the key (a v1 request it would
+    forward instead, a hop the client cannot see)."""
+
+    __slots__ = ()
+
+    decoder_class = V2ResponseDecoder
+
+    def call(self, frame: bytes, request_id: int) -> V2Response:
+        """Send one v2 request and return its answer (errors as :meth:`Connection.request`)."""
+        answer = cast(V2Response, self.request(frame))
+        if answer.request_id != request_id:
+            self.reusable = False
+            raise RemoteProtocolError(
+                f"{self.address} answered request {answer.request_id}, not {request_id}"
+            )
+        return answer
+
+    def call_many(self, frames: Sequence[bytes]) -> list[V2Response]:
+        """Pipeline v2 requests; their answers as they came (match them by request id). Fewer answers
+        than frames when the node closed the connection after an error answer (as
+        :meth:`Connection.exchange`)."""
+        return cast(list[V2Response], self.exchange(frames))
 
 
 def _reason(exc: OSError) -> str:

@@ -1,4 +1,7 @@
-"""Pipelining: queue many requests, send them in one go, read the answers in order."""
+"""Pipelining: queue many requests, send them in one go, read the answers in order.
+
+Against a ring (routing on), :meth:`Pipeline.execute` splits the keyed requests per owner, sends each
+share as v2 frames to its owner, and merges the answers back in the order they were queued."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from funnelkvs.protocol import Op, Response, Status, encode_request
 if TYPE_CHECKING:
     from funnelkvs.client.address import Address
     from funnelkvs.client.client import Client, KeyLike
+    from funnelkvs.client.routing import RingView
 
 _KNOWN_STATUSES = frozenset(Status)
 
@@ -23,19 +27,22 @@ class Pipeline:
     forgetting the call); leaving it with an exception discards it. Not thread-safe: one per thread.
     """
 
-    __slots__ = ("_client", "_frames", "_ops")
+    __slots__ = ("_client", "_keys", "_ops", "_values")
 
     def __init__(self, client: Client) -> None:
         self._client = client
+        # Frames are encoded at execute(), once it is known whether they go as v1 or per owner as v2.
         self._ops: list[int] = []
-        self._frames: list[bytes] = []
+        self._keys: list[bytes] = []
+        self._values: list[bytes] = []
 
     def __len__(self) -> int:
         return len(self._ops)
 
     def _queue(self, op: int, key: bytes = b"", value: bytes = b"") -> Pipeline:
-        self._frames.append(encode_request(op, key, value))
         self._ops.append(op)
+        self._keys.append(key)
+        self._values.append(value)
         return self
 
     def get(self, key: KeyLike) -> Pipeline:
@@ -56,7 +63,8 @@ class Pipeline:
     def reset(self) -> None:
         """Forget what is queued."""
         self._ops = []
-        self._frames = []
+        self._keys = []
+        self._values = []
 
     def execute(self, *, raise_on_error: bool = True) -> list[Any]:
         """Send everything queued; one result per request, in order (as the matching
@@ -69,12 +77,20 @@ class Pipeline:
         refused from its header): the requests behind such an answer are not carried out, and each
         gets a :class:`~funnelkvs.errors.NotAnswered` in its place. The error answer itself is the one
         raised (when it is the first error).
+
+        Routed (a ring, routing on): the requests for each owner go on a connection to it, all owners
+        at once; results come back in queued order all the same.
         """
-        ops, frames = self._ops, self._frames
+        ops, keys, values = self._ops, self._keys, self._values
         self.reset()
         if not ops:
             return []
-        responses, address = self._client.exchange(ops, frames)
+        client = self._client
+        view = client.routed_view()
+        if view is not None:
+            return _routed_results(client, view, ops, keys, values, raise_on_error)
+        frames = [encode_request(op, key, value) for op, key, value in zip(ops, keys, values, strict=True)]
+        responses, address = client.exchange(ops, frames)
         results: list[Any] = []
         first_error: FunnelKVSError | None = None
         for op, response in zip(ops, responses, strict=False):
@@ -100,6 +116,33 @@ class Pipeline:
             self.execute()
         else:
             self.reset()
+
+
+def _routed_results(
+    client: Client,
+    view: RingView,
+    ops: list[int],
+    keys: list[bytes],
+    values: list[bytes],
+    raise_on_error: bool,
+) -> list[Any]:
+    outcomes = client._router.exchange(view, ops, keys, values)  # type: ignore[union-attr]
+    results: list[Any] = []
+    first_error: FunnelKVSError | None = None
+    for op, outcome in zip(ops, outcomes, strict=True):
+        if isinstance(outcome, FunnelKVSError):
+            first_error = first_error or outcome
+            results.append(outcome)
+            continue
+        response, address = outcome
+        try:
+            results.append(result_of(op, response, address))
+        except FunnelKVSError as exc:
+            first_error = first_error or exc
+            results.append(exc)
+    if first_error is not None and raise_on_error:
+        raise first_error
+    return results
 
 
 def _not_answered(ops: list[int], responses: list[Response], address: Address) -> list[NotAnswered]:

@@ -23,6 +23,7 @@ class ConnectionPool:
         size: int,
         connect_timeout: float | None,
         timeout: float | None,
+        connection_class: type[Connection] = Connection,
     ) -> None:
         if size < 1:
             raise ValueError("pool_size must be at least 1")
@@ -32,6 +33,8 @@ class ConnectionPool:
         self.size = size
         self.connect_timeout = connect_timeout
         self.timeout = timeout
+        #: :class:`Connection` (v1 frames) or :class:`~funnelkvs.client.connection.V2Connection`.
+        self.connection_class = connection_class
         self._idle: list[Connection] = []
         self._lock = threading.Lock()
         self._slots = threading.Semaphore(size)
@@ -50,7 +53,7 @@ class ConnectionPool:
         for i in range(count):
             address = self.addresses[(start + i) % count]
             try:
-                return Connection.open(address, self.connect_timeout, self.timeout)
+                return self.connection_class.open(address, self.connect_timeout, self.timeout)
             except NodeUnreachable as exc:
                 failures.append(exc)
         if count == 1:
