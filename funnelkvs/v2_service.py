@@ -60,6 +60,12 @@ class V2Service:
         try:
             if op == GET or op == PUT or op == DELETE:
                 key, value = parse_key_value(op, body)
+                limits = node.settings.limits
+                if len(key) > limits.max_key_size or len(value) > limits.max_value_size:
+                    # The same limits as v1 (whose decoder refuses before reading the body).
+                    node.metrics.protocol_errors += 1
+                    reason = f"key of {len(key)} or value of {len(value)} bytes over the node's limits"
+                    return encode_v2_response(Status.INVALID_REQUEST, request_id, reason.encode())
                 ring = node.ring
                 if ring is not None and not ring.alone:
                     position = ring_position(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -164,3 +165,16 @@ def test_a_registered_rpc_handler_answers_its_op(thread_node: ThreadNode) -> Non
     got = {response.request_id: response for response in exchange(thread_node, requests, 2)}
     assert got[1] == V2Response(Status.SUCCESS, 1, b"cba")
     assert got[2] == V2Response(Status.INVALID_REQUEST, 2, b"bad body")
+
+
+def test_v2_key_ops_keep_the_nodes_size_limits(thread_node_factory: Callable[..., ThreadNode]) -> None:
+    tn = thread_node_factory(max_key_size=8, max_value_size=16)
+    requests = b"".join(
+        [
+            encode_v2_request(Op.PUT, 1, key_value_body(Op.PUT, b"k", b"v" * 16)),
+            encode_v2_request(Op.PUT, 2, key_value_body(Op.PUT, b"k", b"v" * 17)),
+            encode_v2_request(Op.GET, 3, key_value_body(Op.GET, b"k" * 9)),
+        ]
+    )
+    got = {response.request_id: response.status for response in exchange(tn, requests, 3)}
+    assert got == {1: Status.SUCCESS, 2: Status.INVALID_REQUEST, 3: Status.INVALID_REQUEST}
