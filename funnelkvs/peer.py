@@ -21,6 +21,7 @@ nodes calling each other deadlocked until a timeout. Here a call returns a
 
 from __future__ import annotations
 
+import collections
 import copy
 import logging
 import socket
@@ -40,12 +41,17 @@ MAX_UNSENT = 64 * 1024 * 1024
 _ID_MASK = 0xFFFF_FFFF
 
 
-class _Call:
-    __slots__ = ("deadline", "future")
+#: How often calls past their deadline are looked for, in seconds (while any is in flight).
+SWEEP_INTERVAL = 0.05
 
-    def __init__(self, future: Future[V2Response], deadline: TimerHandle | None) -> None:
+
+class _Call:
+    __slots__ = ("deadline", "future", "timeout")
+
+    def __init__(self, future: Future[V2Response], deadline: float, timeout: float) -> None:
         self.future = future
         self.deadline = deadline
+        self.timeout = timeout
 
 
 class PeerConnection:
@@ -66,6 +72,11 @@ class PeerConnection:
         self._sock: socket.socket | None = None
         self._connecting: Future[socket.socket] | None = None
         self._calls: dict[int, _Call] = {}
+        #: Request ids in the order sent, for the deadline sweep (answered ones are skipped). One
+        #: sweep timer per connection instead of a timer per call: at tens of thousands of forwarded
+        #: calls a second, a timer each filled the loop's heap with cancelled entries.
+        self._order: collections.deque[int] = collections.deque()
+        self._sweep: TimerHandle | None = None
         self._next_id = 0
         self._out = bytearray()
         self._write_scheduled = False
@@ -92,9 +103,10 @@ class PeerConnection:
         request_id = self._next_id
         frame = encode_v2_request(op, request_id, body)
         self._next_id = (request_id + 1) & _ID_MASK
-        call = _Call(future, None)
-        call.deadline = self.loop.call_later(timeout, self._expire, request_id, timeout)
-        self._calls[request_id] = call
+        self._calls[request_id] = _Call(future, self.loop.time() + timeout, timeout)
+        self._order.append(request_id)
+        if self._sweep is None:
+            self._sweep = self.loop.call_later(SWEEP_INTERVAL, self._expire)
         self._out += frame
         if len(self._out) > self.max_unsent:
             self._fail(
@@ -110,10 +122,26 @@ class PeerConnection:
             self._connecting.add_done_callback(self._on_connected)
         return future
 
-    def _expire(self, request_id: int, timeout: float) -> None:
-        call = self._calls.pop(request_id, None)
-        if call is not None and not call.future.done():
-            call.future.set_exception(RequestTimeout(f"{self.label}: no answer within {timeout} s"))
+    def _expire(self) -> None:
+        """Fail the calls past their deadline, oldest first. A call is looked at once the calls sent
+        before it are answered or expired: one with a shorter timeout than those may fail up to their
+        deadline late (calls of one kind share a connection and a timeout, so in practice never)."""
+        self._sweep = None
+        now = self.loop.time()
+        order, calls = self._order, self._calls
+        while order:
+            call = calls.get(order[0])
+            if call is not None:
+                if call.deadline > now:
+                    break
+                del calls[order[0]]
+                if not call.future.done():
+                    call.future.set_exception(
+                        RequestTimeout(f"{self.label}: no answer within {call.timeout} s")
+                    )
+            order.popleft()
+        if order:
+            self._sweep = self.loop.call_later(SWEEP_INTERVAL, self._expire)
 
     def _on_connected(self, connecting: Future[socket.socket]) -> None:
         self._connecting = None
@@ -171,8 +199,6 @@ class PeerConnection:
                 call = self._calls.pop(response.request_id, None)
                 if call is None:
                     continue  # the answer to a call that has timed out already
-                if call.deadline is not None:
-                    call.deadline.cancel()
                 call.future.set_result(response)
         except RemoteProtocolError as exc:
             self._fail(exc)
@@ -187,9 +213,11 @@ class PeerConnection:
         self._out.clear()
         self._decoder = V2ResponseDecoder(self._decoder.max_body)
         calls, self._calls = self._calls, {}
+        self._order.clear()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for call in calls.values():
-            if call.deadline is not None:
-                call.deadline.cancel()
             if not call.future.done():
                 # One instance per future: each raise appends to an exception's traceback.
                 call.future.set_exception(copy.copy(exc))
