@@ -60,3 +60,22 @@ class TestSqliteDefaultsConformance(BackendConformance):
 
     def open_reader(self, path: Path) -> StorageBackend:
         return create_sqlite_backend(path, {"read_only": True})
+
+
+def test_memory_scan_pages_through_a_large_range_while_written() -> None:
+    from funnelkvs.keyspace import KeyRange, ring_position
+    from funnelkvs.storage.memory import SCAN_PAGE, MemoryBackend
+
+    backend = MemoryBackend()
+    keys = [b"k%d" % i for i in range(SCAN_PAGE * 4 + 7)]
+    for key in keys:
+        backend.put(key, key)
+    key_range = KeyRange(ring_position(b"k1"), ring_position(b"k2"))
+    seen = []
+    for key, value in backend.scan(key_range):
+        assert value == key
+        seen.append(key)
+        backend.put(b"new-" + key, b"x")  # writes while the scan goes on
+    expected = sorted((k for k in keys if ring_position(k) in key_range), key=lambda k: (ring_position(k), k))
+    assert seen == expected
+    assert len(list(backend.scan(KeyRange.whole_ring()))) == len(keys) + len(seen)

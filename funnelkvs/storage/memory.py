@@ -20,6 +20,10 @@ from funnelkvs.storage.backend import StorageBackend
 from funnelkvs.storage.options import OptionsReader
 
 
+#: Entries a scan takes from the sorted index at a time.
+SCAN_PAGE = 256
+
+
 class MemoryBackend(StorageBackend):
     name = "memory"
     durable = False
@@ -56,14 +60,25 @@ class MemoryBackend(StorageBackend):
         return True
 
     def scan(self, key_range: KeyRange) -> Iterator[tuple[bytes, bytes]]:
+        index = self._index
         for low, high in key_range.segments():
-            # Materialise the slice first: the caller may write while it iterates.
-            entries = list(self._index.irange(low, high, inclusive=(True, False)))
-            for entry in entries:
-                key = entry[POSITION_BYTES:]
-                value = self._data.get(key)
-                if value is not None:
-                    yield key, bytes(value)  # no copy for bytes; a scan yields bytes
+            # Pages of SCAN_PAGE entries, each found again by bisection after the last one yielded:
+            # the caller may write while it iterates (a SortedList must not change under an
+            # iterator), and a caller that takes a few entries (a range transfer's batch) must not
+            # pay for materialising a whole range of a million keys first.
+            start = index.bisect_left(low)
+            while True:
+                page = list(index.islice(start, start + SCAN_PAGE))
+                if high is not None:
+                    page = [entry for entry in page if entry < high]
+                for entry in page:
+                    key = entry[POSITION_BYTES:]
+                    value = self._data.get(key)
+                    if value is not None:
+                        yield key, bytes(value)  # no copy for bytes; a scan yields bytes
+                if len(page) < SCAN_PAGE:
+                    break
+                start = index.bisect_right(page[-1])
 
     def count(self) -> int:
         return len(self._data)
