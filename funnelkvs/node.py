@@ -31,10 +31,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from funnelkvs.chord import NodeRef
-from funnelkvs.connection import MAX_SLOTS, AnswerSlot, ClientConnection
+from funnelkvs.connection import MAX_SLOTS, ClientConnection
 from funnelkvs.errors import StorageBusy
-from funnelkvs.group_commit import GroupCommit, WriteBatch
+from funnelkvs.group_commit import GroupCommit
 from funnelkvs.keyspace import ring_digest, ring_position
+from funnelkvs.late_answers import LateAnswers
 from funnelkvs.listener import Listener
 from funnelkvs.loop import EVENT_READ, EVENT_READ_ANY, EVENT_WRITE, EventLoop, PeriodicTimer
 from funnelkvs.metrics import NodeMetrics
@@ -90,7 +91,7 @@ _SUCCESS = int(Status.SUCCESS)
 pack_head = RESPONSE_HEAD.pack
 
 
-class Node:
+class Node(LateAnswers):
     def __init__(
         self,
         settings: Settings,
@@ -302,20 +303,6 @@ class Node:
     def register_rpc(self, op: int, handler: Handler) -> None:
         """Answer v2 requests with op ``op`` by ``handler`` (see :meth:`V2Service.register`)."""
         self.v2.register(op, handler)
-
-    def _hold(self, conn: ClientConnection) -> None:
-        """Stop watching a connection while it waits for the storage thread (see ``waiting``)."""
-        if conn.events:
-            self.loop.unregister(conn.sock)
-            conn.events = 0
-
-    def _release(self, conn: ClientConnection) -> None:
-        """The storage jobs a held connection waited for are done: write its answers, read again."""
-        if conn.sock.fileno() < 0:
-            return
-        conn.events = EVENT_READ
-        self.loop.register(conn.sock, EVENT_READ, conn.handler)
-        self._flush(conn)
 
     def _close(self, conn: ClientConnection) -> None:
         if self._connections.pop(conn.sock.fileno(), None) is None:
@@ -546,69 +533,6 @@ class Node:
             if conn.events != EVENT_READ:
                 self._set_events(conn, EVENT_READ)
             return
-
-    def _on_forwarded(self, conn: ClientConnection, slot: AnswerSlot, status: int, body: bytes) -> None:
-        """The owner of a forwarded v1 request answered (or the forward failed: SERVER_ERROR)."""
-        self.fill_slot(conn, slot, encode_response(status, body))
-
-    def fill_slot(self, conn: ClientConnection, slot: AnswerSlot, answer: bytes) -> None:
-        """An answer that came later takes its place in ``conn``'s output; write what is ready."""
-        if conn.sock.fileno() < 0:
-            return
-        conn.fill(slot, answer)
-        if conn.waiting:
-            return  # released (and flushed) when the storage thread is done
-        if conn.events == 0:
-            self._release(conn)
-        else:
-            self._flush(conn)
-
-    def _on_committed(self, batch: WriteBatch, error: BaseException | None) -> None:
-        """The storage thread is done with ``batch``: release its connections' answers, or cut them
-        at the first write of the batch with one SERVER_ERROR and close (the client cannot take later
-        answers as belonging to the failed writes)."""
-        if error is not None:
-            log.error("storage sync failed (%s); SERVER_ERROR to %d writes", error, len(batch.writes))
-            self.metrics.sync_errors += 1
-        for conn in batch.waiters:
-            conn.waiting -= 1
-            conn.wants_sync = False
-            if error is not None and not conn.failed:
-                conn.failed = True
-                del conn.out[conn.sync_mark :]
-                conn.out.append(RESPONSE_SERVER_ERROR)
-                conn.out_size = sum(map(len, conn.out))
-                conn.paused = False
-                conn.closing = True
-            if not conn.waiting:
-                self._release(conn)
-
-    def on_read(
-        self,
-        conn: ClientConnection,
-        request_id: int,
-        found: bytes | bytearray | None,
-        error: BaseException | None,
-    ) -> None:
-        """A GET the storage thread answered (see StorageBusy in _answer); ``request_id`` -1 for v1."""
-        conn.waiting -= 1
-        if not conn.failed:
-            if error is not None:
-                log.error("read for %s failed: %s", conn.address, error)
-                self.metrics.handler_errors += 1
-                status, body = Status.SERVER_ERROR, b""
-            elif found is None:
-                status, body = Status.NOT_FOUND, b""
-            else:
-                status, body = Status.SUCCESS, bytes(found)
-            if request_id < 0:
-                answer = encode_response(status, body)
-            else:
-                answer = encode_v2_response(status, request_id, body)
-            conn.out.append(answer)
-            conn.out_size += len(answer)
-        if not conn.waiting:
-            self._release(conn)
 
     def _refresh_stats(self) -> None:
         self.metrics.refresh_storage(self.backend.count(), self.backend.size())
