@@ -49,7 +49,10 @@ class LateAnswers:
         self.fill_slot(conn, slot, encode_response(status, body))
 
     def fill_slot(self, conn: ClientConnection, slot: AnswerSlot, answer: bytes) -> None:
-        """An answer that came later takes its place in ``conn``'s output; write what is ready."""
+        """An answer that came later takes its place in ``conn``'s output; write what is ready.
+
+        Always from a callback of its own (a peer's answer, the storage thread's), never while the
+        node is decoding this connection's requests: ``_answer`` keeps the output size in a local."""
         if conn.sock.fileno() < 0:
             return
         conn.fill(slot, answer)

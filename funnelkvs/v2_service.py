@@ -95,6 +95,8 @@ class V2Service:
                     Status.INVALID_REQUEST, request_id, f"unknown op {op:#04x}".encode()
                 )
             result = handler(bytes(body))  # no copy for bytes
+            if isinstance(result, Future) and result.done():
+                result = result.result()  # answered already: no slot (never fill one mid-_answer)
             if isinstance(result, Future):
                 fill = self._filler(conn, request_id)
                 result.add_done_callback(lambda done: fill(*done.result()))

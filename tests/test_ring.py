@@ -8,6 +8,7 @@ reference's clients send them: a node forwards a request for a key it does not o
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from funnelkvs.keyspace import ring_position
 from funnelkvs.protocol import GET, PUT, Response, Status, encode_request
-from funnelkvs.protocol.rpc import LEAVE
+from funnelkvs.protocol.rpc import CLUSTER_STATS, LEAVE
 from funnelkvs.testing.cluster import NodeProcess
 from funnelkvs.testing.ring import info, owner_index, start_ring, v1_pipeline, v2_call, wait_until_stable
 
@@ -323,3 +324,31 @@ def test_in_a_ring_of_two_the_one_left_takes_every_key_of_the_one_leaving(
     assert info(nodes[0].address)["keys"] == len(keys)
     reads = v1_pipeline(nodes[0].address, [encode_request(GET, k) for k in keys])
     assert [k for k, a in zip(keys, reads, strict=True) if a != Response(0, value_of(k))] == []
+
+
+def test_cluster_stats_gathers_every_members_info(
+    tmp_path: Path, node_process_factory: Callable[..., NodeProcess]
+) -> None:
+    nodes = start_ring(tmp_path, 3, start=node_process_factory)
+    wait_until_stable(nodes)
+    keys = KEYS[:900]
+    v1_pipeline(nodes[0].address, [encode_request(PUT, k, value_of(k)) for k in keys])
+    deadline = time.monotonic() + 10
+    while True:  # the membership view is refreshed every 2 s
+        answer = v2_call(nodes[1].address, CLUSTER_STATS)
+        stats = json.loads(answer.body)
+        if stats["totals"]["members"] == 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert answer.status == Status.SUCCESS
+    assert stats["totals"] == {
+        "members": 3,
+        "up": 3,
+        "down": 0,
+        "keys": len(keys),
+        "bytes": sum(len(value_of(k)) for k in keys),
+    }
+    assert sorted(member["address"] for member in stats["members"]) == sorted(n.address for n in nodes)
+    assert [member["keys"] for member in stats["members"]] == [
+        info(member["address"])["keys"] for member in stats["members"]
+    ]

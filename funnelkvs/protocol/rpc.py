@@ -48,6 +48,8 @@ LEAVE_NOTICE: Final = 0x13
 #: Admin queries (docs/protocol.md): JSON answers.
 RING_VIEW: Final = 0x30
 LEAVE: Final = 0x31
+#: Every member's INFO and the totals, gathered by the node asked (JSON).
+CLUSTER_STATS: Final = 0x32
 #: Reserved: the first exchange on a node-to-node connection once cluster authentication lands.
 HELLO: Final = 0x3F
 

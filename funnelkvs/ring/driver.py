@@ -16,6 +16,7 @@ that answers; a failed join is retried through the next seed after a stabilize i
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
@@ -45,6 +46,7 @@ from funnelkvs.loop import Future, PeriodicTimer, TimerHandle
 from funnelkvs.protocol import INFO, Status
 from funnelkvs.protocol.rpc import (
     CHORD_OPS,
+    CLUSTER_STATS,
     LEAVE,
     PING_OP,
     RING_VIEW,
@@ -136,6 +138,7 @@ class RingDriver:
         for op in CHORD_OPS - {PING_OP}:  # the node answers PING itself
             self.node.register_rpc(op, self._handler(op))
         self.node.register_rpc(RING_VIEW, self._ring_view)
+        self.node.register_rpc(CLUSTER_STATS, self._cluster_stats)
         self.node.register_rpc(LEAVE, self._leave_request)
         self.transfers.register()
         self.membership.start()
@@ -382,6 +385,51 @@ class RingDriver:
         return handle
 
     # --- views ----------------------------------------------------------------------------------------
+
+    def _cluster_stats(self, body: bytes) -> Future[tuple[int, bytes]]:
+        """CLUSTER_STATS (admin): every member's INFO, asked in parallel on the control connections
+        (a member that does not answer within ``ring.rpc_timeout`` is reported down), and totals."""
+        if body:
+            raise RemoteProtocolError("CLUSTER_STATS takes no body")
+        answer: Future[tuple[int, bytes]] = Future()
+        members = list(self.membership.members)
+        rows: dict[str, dict[str, Any]] = {}
+
+        def collected() -> None:
+            up = [row for row in rows.values() if "error" not in row]
+            totals = {
+                "members": len(members),
+                "up": len(up),
+                "down": len(members) - len(up),
+                "keys": sum(int(row.get("keys", 0)) for row in up),
+                "bytes": sum(int(row.get("bytes", 0)) for row in up),
+            }
+            ordered = [rows[member.address] for member in members]
+            view = {"node": self.me.address, "complete": self.membership.complete}
+            result = {**view, "members": ordered, "totals": totals}
+            answer.set_result((Status.SUCCESS, json.dumps(result).encode()))
+
+        def one(member: NodeRef, done: Future[V2Response]) -> None:
+            try:
+                response = done.result()
+                if response.status != Status.SUCCESS:
+                    raise RemoteProtocolError(f"INFO answered status {response.status}")
+                rows[member.address] = json.loads(response.body)
+            except Exception as exc:
+                rows[member.address] = {"address": member.address, "error": str(exc) or type(exc).__name__}
+            if len(rows) == len(members):
+                collected()
+
+        for member in members:
+            if member.node_id == self.me.node_id:
+                rows[member.address] = self.node.info()
+                if len(rows) == len(members):
+                    collected()
+                continue
+            host, port = split_address(member.address)
+            future = self.node.peer(host, port, "control").call(INFO, b"", timeout=self.settings.rpc_timeout)
+            future.add_done_callback(functools.partial(one, member))
+        return answer
 
     def _ring_view(self, body: bytes) -> tuple[int, bytes]:
         """RING_VIEW (admin, docs/protocol.md): the members as this node sees them, as JSON."""
