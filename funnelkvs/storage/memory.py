@@ -19,7 +19,6 @@ from funnelkvs.keyspace import POSITION_BYTES, KeyRange, ring_digest
 from funnelkvs.storage.backend import StorageBackend
 from funnelkvs.storage.options import OptionsReader
 
-
 #: Entries a scan takes from the sorted index at a time.
 SCAN_PAGE = 256
 
