@@ -1,15 +1,6 @@
-"""Loading plugins and turning their contributions into registries the node picks from by name.
-
-Built-in plugins (:data:`DEFAULT_PLUGINS`) are registered exactly like third-party ones, which come from
-the entry-point group ``funnelkvs``. Each load is isolated: a package that fails to import, implements a
-hook that does not exist (a misspelling) or a hook with a parameter the hook lacks, or whose registration
-hook raises, is logged, listed in :attr:`PluginHost.failures`, and the node starts without it. Only two
-plugins claiming one name raise :class:`~funnelkvs.errors.PluginError`, since guessing which of the two
-to drop would be worse.
-
-Everything here runs at start-up or shutdown: the node resolves its backend, strategy, resolver and
-exporters once, so no request ever goes through pluggy.
-"""
+"""The plugin host: the pluggy manager and its loaded plugins (built-ins, given plugins, entry points,
+each load isolated), the registries built from their contributions, the start-up and shutdown calls
+into them, and what ``funnelkvs plugins`` lists."""
 
 from __future__ import annotations
 
@@ -19,10 +10,8 @@ import importlib
 import importlib.metadata
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar, final
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, final
 
 from pluggy import PluginManager, PluginValidationError
 
@@ -34,223 +23,26 @@ from funnelkvs.contributions import (
     StorageBackendSpec,
 )
 from funnelkvs.errors import ConfigError, FunnelKVSError, PluginError, StorageError
-from funnelkvs.exporters import MetricsExporter
 from funnelkvs.hookspecs import NodeView
+from funnelkvs.plugins.paths import storage_path_problem
+from funnelkvs.plugins.records import (
+    PluginFailure,
+    PluginInfo,
+    RunningExporter,
+    _funnelkvs_version,
+    _one_line,
+    _Origin,
+)
+from funnelkvs.plugins.registry import _KINDS, AnySpec, Kind, Registry, _KindInfo
+from funnelkvs.plugins.selection import DEFAULT_PLUGINS, ENTRY_POINT_GROUP, _parse_autoload, _parse_disabled
 from funnelkvs.replication.resolver import ConflictResolver
 from funnelkvs.replication.strategy import ReplicationStrategy
 from funnelkvs.settings import PluginSettings, ReplicationSettings, Settings, StorageSettings
 from funnelkvs.storage.backend import StorageBackend
-from funnelkvs.storage.options import OptionsChecked, check_only, path_required, path_unused
+from funnelkvs.storage.options import OptionsChecked, check_only
 
-__all__ = [
-    "AUTOLOAD_ENV",
-    "DEFAULT_PLUGINS",
-    "DISABLE_ENV",
-    "ENTRY_POINT_GROUP",
-    "PluginFailure",
-    "PluginHost",
-    "PluginInfo",
-    "Registry",
-    "RunningExporter",
-    "storage_path_problem",
-]
-
-log = logging.getLogger(__name__)
-
-#: Built-in plugin modules, registered by the same code path as entry points (pytest's
-#: ``default_plugins``, datasette's ``DEFAULT_PLUGINS``). Their plugin name is the module name.
-DEFAULT_PLUGINS: tuple[str, ...] = (
-    "funnelkvs.storage.memory",
-    "funnelkvs.storage.lmdb_backend",
-    "funnelkvs.storage.sqlite_backend",
-    "funnelkvs.replication.strategy",
-    "funnelkvs.replication.resolver",
-)
-ENTRY_POINT_GROUP = "funnelkvs"
-#: Comma-separated plugin names to leave out, added to ``plugins.disabled``.
-DISABLE_ENV = "FUNNELKVS_DISABLE_PLUGINS"
-#: ``0``/``1`` (also false/true, no/yes, off/on): overrides ``plugins.autoload`` when set.
-AUTOLOAD_ENV = "FUNNELKVS_PLUGINS_AUTOLOAD"
-
-_FALSE = frozenset({"0", "false", "no", "off"})
-_TRUE = frozenset({"1", "true", "yes", "on"})
-
-Kind = Literal["storage_backends", "replication_strategies", "conflict_resolvers", "metrics_exporters"]
-AnySpec = StorageBackendSpec | ReplicationStrategySpec | ConflictResolverSpec | MetricsExporterSpec
-SpecT = TypeVar(
-    "SpecT", StorageBackendSpec, ReplicationStrategySpec, ConflictResolverSpec, MetricsExporterSpec
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _KindInfo:
-    key: Kind
-    hook: str
-    label: str
-    spec_type: type[AnySpec]
-
-
-_KINDS: tuple[_KindInfo, ...] = (
-    _KindInfo(
-        "storage_backends", "funnelkvs_register_storage_backends", "storage backend", StorageBackendSpec
-    ),
-    _KindInfo(
-        "replication_strategies",
-        "funnelkvs_register_replication_strategies",
-        "replication strategy",
-        ReplicationStrategySpec,
-    ),
-    _KindInfo(
-        "conflict_resolvers",
-        "funnelkvs_register_conflict_resolvers",
-        "conflict resolver",
-        ConflictResolverSpec,
-    ),
-    _KindInfo(
-        "metrics_exporters", "funnelkvs_register_metrics_exporters", "metrics exporter", MetricsExporterSpec
-    ),
-)
-
-
-@final
-class Registry(Generic[SpecT]):
-    """The contributions of one kind, by name, each with the plugin that provided it."""
-
-    __slots__ = ("_providers", "_specs", "label")
-
-    def __init__(self, label: str) -> None:
-        #: What the contributions are, for messages: ``storage backend``.
-        self.label = label
-        self._specs: dict[str, SpecT] = {}
-        self._providers: dict[str, str] = {}
-
-    def add(self, spec: SpecT, plugin: str) -> None:
-        """Register ``spec`` as provided by ``plugin``; a name already taken is a PluginError."""
-        other = self._providers.get(spec.name)
-        if other is not None:
-            raise PluginError(
-                f"{self.label} {spec.name!r} is registered by both plugin {other!r} and plugin {plugin!r}; "
-                f"disable one of them (plugins.disabled or {DISABLE_ENV})"
-            )
-        self._specs[spec.name] = spec
-        self._providers[spec.name] = plugin
-
-    def get(self, name: str) -> SpecT:
-        """The contribution called ``name``; an unknown name is a PluginError listing the choices."""
-        try:
-            return self._specs[name]
-        except KeyError:
-            choices = ", ".join(self.names()) or "(none registered)"
-            raise PluginError(f"unknown {self.label} {name!r}; choose one of: {choices}") from None
-
-    def provider(self, name: str) -> str:
-        """The name of the plugin that registered ``name``."""
-        self.get(name)
-        return self._providers[name]
-
-    def names(self) -> list[str]:
-        return sorted(self._specs)
-
-    def names_by(self, plugin: str) -> list[str]:
-        return sorted(name for name, provider in self._providers.items() if provider == plugin)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._specs
-
-    def __len__(self) -> int:
-        return len(self._specs)
-
-    def __iter__(self) -> Iterator[SpecT]:
-        return (self._specs[name] for name in self.names())
-
-
-@dataclass(frozen=True, slots=True)
-class PluginFailure:
-    """A plugin left out because it failed to import or to register its contributions."""
-
-    name: str
-    #: ``ExceptionType: message``, one line.
-    error: str
-    distribution: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "error": self.error, "distribution": self.distribution}
-
-
-@dataclass(frozen=True, slots=True)
-class PluginInfo:
-    """What ``funnelkvs plugins`` shows about one registered plugin."""
-
-    name: str
-    version: str
-    builtin: bool
-    distribution: str | None
-    hooks: tuple[str, ...]
-    #: Contribution names by kind (every kind present, possibly empty).
-    contributions: Mapping[str, Sequence[str]] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "builtin": self.builtin,
-            "distribution": self.distribution,
-            "hooks": list(self.hooks),
-            "contributions": {kind: list(names) for kind, names in self.contributions.items()},
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RunningExporter:
-    name: str
-    exporter: MetricsExporter
-
-
-@dataclass(frozen=True, slots=True)
-class _Origin:
-    builtin: bool
-    version: str
-    distribution: str | None = None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _parse_disabled(settings: PluginSettings, env: Mapping[str, str]) -> frozenset[str]:
-    names = {name.strip() for name in settings.disabled}
-    names.update(part.strip() for part in env.get(DISABLE_ENV, "").split(","))
-    names.discard("")
-    return frozenset(names)
-
-
-def _parse_autoload(settings: PluginSettings, env: Mapping[str, str]) -> bool:
-    raw = env.get(AUTOLOAD_ENV)
-    if raw is None or not raw.strip():
-        return settings.autoload
-    value = raw.strip().lower()
-    if value in _FALSE:
-        return False
-    if value in _TRUE:
-        return True
-    raise ConfigError(f"{AUTOLOAD_ENV}: {raw!r} is not a boolean (expected 0 or 1)")
-
-
-def _funnelkvs_version() -> str:
-    from funnelkvs import __version__
-
-    return __version__
-
-
-def storage_path_problem(spec: StorageBackendSpec, path: Path | None) -> str | None:
-    """A persistent backend needs ``storage.path``; one that is not persistent keeps no files, so a
-    path given for it is refused rather than silently ignored."""
-    if spec.persistent and path is None:
-        return path_required(spec.name)
-    if not spec.persistent and path is not None:
-        return path_unused(spec.name, path)
-    return None
+# The package's name, not this module's: ``funnelkvs plugins`` and tests address this logger by it.
+log = logging.getLogger("funnelkvs.plugins")
 
 
 @final
