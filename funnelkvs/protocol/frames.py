@@ -179,11 +179,6 @@ class RequestDecoder(_Receiver):
         self.max_body = max(max_key_size + max_value_size + 8, DEFAULT_MAX_BODY)
 
     @property
-    def buffered(self) -> int:
-        """Bytes received and not yet decoded (a value being gathered counts from its first byte)."""
-        return len(self._buf) - self._pos if self._pos >= 0 else self._buffered_body()
-
-    @property
     def closed(self) -> bool:
         """True after a fatal frame error: nothing more will be decoded."""
         return self._closed
@@ -326,20 +321,6 @@ class ResponseDecoder(_Receiver):
         super().__init__(large_value)
         self.max_value_size = max_value_size
         self._status = 0
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos if self._pos >= 0 else self._buffered_body()
-
-    def feed(self, data: bytes) -> None:
-        pos = self._pos
-        if pos >= len(self._buf):
-            self._buf = data
-            self._pos = 0
-        elif pos >= 0:
-            self._buf, self._pos = _append(self._buf, pos, data)
-        else:
-            self._feed_body(data)
 
     def next_event(self) -> Response | _NeedData:
         buf = self._buf

@@ -101,6 +101,23 @@ class _Receiver:
         #: value's bytes land there; whatever follows the value comes through :meth:`feed`.
         self.direct_buffer: memoryview | None = None
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet decoded (a value being gathered counts from its first byte)."""
+        return len(self._buf) - self._pos if self._pos >= 0 else self._buffered_body()
+
+    def feed(self, data: bytes) -> None:
+        """Buffer ``data`` (the response decoders' way; the request decoder has its own, which also
+        ignores input once closed)."""
+        pos = self._pos
+        if pos >= len(self._buf):
+            self._buf = data
+            self._pos = 0
+        elif pos >= 0:
+            self._buf, self._pos = _append(self._buf, pos, data)
+        else:
+            self._feed_body(data)
+
     def _buffered_body(self) -> int:
         return self._filled + len(self._after) if self._size else 0
 

@@ -19,7 +19,7 @@ import struct
 from typing import Final, NamedTuple
 
 from funnelkvs.errors import LocalProtocolError, RemoteProtocolError
-from funnelkvs.protocol.receiver import NEED_DATA, _append, _NeedData, _Receiver
+from funnelkvs.protocol.receiver import NEED_DATA, _NeedData, _Receiver
 
 HEADER_V2: Final = b"KVS\x02"
 #: magic+version (4s), op or status (B), request id (I), body length (I).
@@ -81,20 +81,6 @@ class V2ResponseDecoder(_Receiver):
         super().__init__(large_value)
         self.max_body = max_body
         self._head = (0, 0)
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf) - self._pos if self._pos >= 0 else self._buffered_body()
-
-    def feed(self, data: bytes) -> None:
-        pos = self._pos
-        if pos >= len(self._buf):
-            self._buf = data
-            self._pos = 0
-        elif pos >= 0:
-            self._buf, self._pos = _append(self._buf, pos, data)
-        else:
-            self._feed_body(data)
 
     def next_event(self) -> V2Response | _NeedData:
         buf = self._buf
