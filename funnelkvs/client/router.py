@@ -301,19 +301,25 @@ class Router:
 
     def _fallback_call(self, view: RingView, avoid: Address, op: int, key: bytes, value: bytes) -> Any:
         """Send the request as v1 to another live node, which forwards it to the owner."""
-        self.counts["fallbacks"] += 1
         frame = encode_request(op, key, value)
+        address, response = self._through_another(view, avoid, lambda conn: conn.request(frame))
+        return result_of(op, response, address)
+
+    def _through_another(
+        self, view: RingView, avoid: Address, talk: Callable[[Connection], T]
+    ) -> tuple[Address, T]:
+        """``talk`` over v1 to the first live node other than ``avoid`` (it forwards to the owner);
+        a node that cannot be reached is marked down and the next one tried."""
+        self.counts["fallbacks"] += 1
         last: NodeUnreachable | None = None
         for address in self._fallbacks(view, avoid):
             try:
-                response = self._with_pool(address, False, lambda conn: conn.request(frame))
+                return address, self._with_pool(address, False, talk)
             except _Unreached as exc:
                 if not exc.replayable:
                     raise exc.error from exc.error.__cause__
                 self._mark_down(address)
                 last = exc.error
-                continue
-            return result_of(op, response, address)
         raise _no_node_left(last)
 
     def _fallbacks(self, view: RingView, avoid: Address) -> list[Address]:
@@ -459,22 +465,10 @@ class Router:
     ) -> None:
         """Send requests whose owner could not be reached (or kept redirecting) as v1 through another
         node, which forwards them; answers come back in order."""
-        self.counts["fallbacks"] += 1
         frames = [encode_request(ops[i], keys[i], values[i]) for i in indexes]
         avoid = view.owner_of(keys[indexes[0]])
-        last: NodeUnreachable | None = None
-        for address in self._fallbacks(view, avoid):
-            try:
-                responses = self._with_pool(address, False, lambda conn: conn.exchange(frames))
-            except _Unreached as exc:
-                if not exc.replayable:
-                    raise exc.error from exc.error.__cause__
-                self._mark_down(address)
-                last = exc.error
-                continue
-            _place(indexes, responses, address, ops, results)
-            return
-        raise _no_node_left(last)
+        address, responses = self._through_another(view, avoid, lambda conn: conn.exchange(frames))
+        _place(indexes, responses, address, ops, results)
 
     # --- lifetime ------------------------------------------------------------------------------------
 
