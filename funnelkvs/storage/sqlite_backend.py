@@ -78,10 +78,20 @@ from funnelkvs.storage import process
 from funnelkvs.storage.backend import StorageBackend
 from funnelkvs.storage.datadir import DataDir, claim
 from funnelkvs.storage.options import DURABILITY_MODES, OptionsReader
+from funnelkvs.storage.sqlite_schema import (
+    COUNTERS,
+    SCHEMA,
+    SYNCHRONOUS,
+    TABLE,
+    is_busy,
+    value_of,
+)
+from funnelkvs.storage.sqlite_schema import DELETE as DELETE_SQL
+from funnelkvs.storage.sqlite_schema import GET as GET_SQL
+from funnelkvs.storage.sqlite_schema import PUT as PUT_SQL
 
 FORMAT_VERSION: Final = 1
 DATABASE_NAME: Final = "funnelkvs.sqlite3"
-TABLE: Final = "entries"
 JOURNAL_MODES: Final = ("wal", "delete")
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_SCAN_BATCH: Final = 256
@@ -91,58 +101,12 @@ _POLL_SECONDS: Final = 0.1
 # sqlitedict's end-of-reply marker; its thread puts this very object, so identity is the test.
 _NO_MORE: Final = sqlitedict._RESPONSE_NO_MORE
 _CLOSE: Final = sqlitedict._REQUEST_CLOSE
-# SQLite's messages for a lock held by another connection (SQLITE_BUSY / SQLITE_LOCKED).
-_BUSY_MESSAGES: Final = ("database is locked", "database table is locked", "database schema is locked")
-# PRAGMA synchronous reads back as a number.
-_SYNCHRONOUS: Final = {"sync": ("FULL", 2), "nosync": ("NORMAL", 1)}
-
-_SCHEMA: Final = f"""
-CREATE TABLE IF NOT EXISTS "{TABLE}" (key TEXT PRIMARY KEY, value BLOB);
-CREATE TABLE IF NOT EXISTS funnelkvs_meta (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
-    entries INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO funnelkvs_meta (id, entries, bytes) VALUES (0, 0, 0);
-CREATE TRIGGER IF NOT EXISTS funnelkvs_meta_insert AFTER INSERT ON "{TABLE}" BEGIN
-    UPDATE funnelkvs_meta SET entries = entries + 1, bytes = bytes + ifnull(length(NEW.value), 0)
-    WHERE id = 0;
-END;
-CREATE TRIGGER IF NOT EXISTS funnelkvs_meta_update AFTER UPDATE OF value ON "{TABLE}" BEGIN
-    UPDATE funnelkvs_meta
-    SET bytes = bytes - ifnull(length(OLD.value), 0) + ifnull(length(NEW.value), 0) WHERE id = 0;
-END;
-CREATE TRIGGER IF NOT EXISTS funnelkvs_meta_delete AFTER DELETE ON "{TABLE}" BEGIN
-    UPDATE funnelkvs_meta SET entries = entries - 1, bytes = bytes - ifnull(length(OLD.value), 0)
-    WHERE id = 0;
-END;
-"""
-# An upsert, not sqlitedict's REPLACE: REPLACE deletes the old row without firing the delete trigger
-# (unless recursive_triggers is on), which would leave the counters wrong.
-_PUT: Final = (
-    f'INSERT INTO "{TABLE}" (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'
-)
-_GET: Final = f'SELECT value FROM "{TABLE}" WHERE key = ?'
-_DELETE: Final = f'DELETE FROM "{TABLE}" WHERE key = ? RETURNING 1'
-_COUNTERS: Final = "SELECT entries, bytes FROM funnelkvs_meta WHERE id = 0"
-
 #: Read connections of backends a forked child let go of, kept from being closed by garbage collection.
 _left_behind: list[sqlite3.Connection] = []
 
 
 def _identity(value: Any) -> Any:
     return value
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    return str(exc).startswith(_BUSY_MESSAGES)
-
-
-def _value_of(rows: list[Any]) -> bytes | None:
-    if not rows:
-        return None
-    value = rows[0][0]
-    return b"" if value is None else bytes(value)
 
 
 class _NoAnswer(StorageError):
@@ -229,7 +193,7 @@ class SqliteBackend(StorageBackend):
                         raise StorageError(
                             f"sqlite: {self.file} refused journal_mode={journal_mode} ({mode})"
                         )
-                    db.executescript(_SCHEMA)
+                    db.executescript(SCHEMA)
                 else:
                     journal_mode = str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower()
                 tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -297,7 +261,7 @@ class SqliteBackend(StorageBackend):
         return opened[0]
 
     def _set_synchronous(self, durability: str) -> None:
-        level, number = _SYNCHRONOUS[durability]
+        level, number = SYNCHRONOUS[durability]
         self._ask(f"PRAGMA synchronous = {level}")
         # Read back through the same connection: the one that writes is the one that must sync.
         rows = self._ask("PRAGMA synchronous")
@@ -366,14 +330,14 @@ class SqliteBackend(StorageBackend):
             if pending is not _NO_MORE:
                 return pending  # type: ignore[no-any-return]
         try:
-            rows = self._read(_GET, (stored_key,)).fetchall()  # fetchall: ends the read transaction
+            rows = self._read(GET_SQL, (stored_key,)).fetchall()  # fetchall: ends the read transaction
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
+            if is_busy(exc):
                 raise StorageBusy(f"sqlite: {self.file} is locked") from exc
             raise StorageError(f"sqlite: reading {self.file}: {exc}") from exc
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite: reading {self.file}: {exc}") from exc
-        return _value_of(rows)
+        return value_of(rows)
 
     def get_waiting(self, key: bytes) -> bytes | None:
         """``get`` through a connection that waits up to ``timeout`` for a lock (storage thread)."""
@@ -385,7 +349,7 @@ class SqliteBackend(StorageBackend):
         if self._waiting_reader is None:
             self._waiting_reader = self._open_reader(busy_timeout=self._timeout)
         try:
-            return _value_of(self._waiting_reader.execute(_GET, (stored_key,)).fetchall())
+            return value_of(self._waiting_reader.execute(GET_SQL, (stored_key,)).fetchall())
         except sqlite3.Error as exc:
             raise StorageError(f"sqlite: reading {self.file}: {exc}") from exc
 
@@ -445,14 +409,14 @@ class SqliteBackend(StorageBackend):
         waiting: the last ones read while the file is locked."""
         self._check_usable()
         if self._dirty and self._writer_thread == threading.get_ident():
-            rows = self._ask(_COUNTERS)
+            rows = self._ask(COUNTERS)
             if not rows:
                 raise StorageError(f"sqlite: {self.file} has lost its funnelkvs_meta row")
             return int(rows[0][0]), int(rows[0][1])
         try:
-            rows = self._read(_COUNTERS).fetchall()
+            rows = self._read(COUNTERS).fetchall()
         except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
+            if is_busy(exc):
                 return self._last_counters
             raise StorageError(f"sqlite: reading {self.file}: {exc}") from exc
         except sqlite3.Error as exc:
@@ -467,14 +431,14 @@ class SqliteBackend(StorageBackend):
     def put(self, key: bytes, value: bytes | bytearray) -> None:
         self._check_writable()
         stored_key = ring_digest(key) + key
-        self._send(_PUT, (stored_key, value))
+        self._send(PUT_SQL, (stored_key, value))
         self._overlay[stored_key] = value
         self._after_write()
 
     def delete(self, key: bytes) -> bool:
         self._check_writable()
         stored_key = ring_digest(key) + key
-        rows = self._ask(_DELETE, (stored_key,))
+        rows = self._ask(DELETE_SQL, (stored_key,))
         self._overlay[stored_key] = None
         self._after_write()
         return bool(rows)
@@ -500,7 +464,7 @@ class SqliteBackend(StorageBackend):
             # every queued write run and report; only a clean batch is committed. The round trip
             # reads the counters: once committed, they are what count()/size() answer while the file
             # is locked.
-            rows = self._ask(_COUNTERS)
+            rows = self._ask(COUNTERS)
             self._ask("COMMIT")
         except StorageError as exc:
             self._abandon_batch(rollback=not isinstance(exc, _NoAnswer))
