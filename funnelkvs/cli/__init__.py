@@ -27,7 +27,7 @@ EXIT_SERVER_ERROR = 4
 EXIT_FAILURE = 5
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("node", "kv", "ring", "leave", "cluster", "shell", "bench", "plugins", "config_cmd")
+COMMAND_MODULES = ("node", "kv", "ring", "leave", "cluster", "shell", "bench", "plugins", "config_cmd", "sim")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,63 @@
+"""Building a ring through the protocol: node ids from the seeded generator, joins in batches.
+
+Every node joins with :meth:`ChordNode.join <funnelkvs.chord.ChordNode.join>` through a member
+(the ring is never computed from outside). Joining one node per maintenance round costs N rounds of
+N nodes each; here each round starts a batch of joins at once, each through a different member chosen
+at random, the batch as large as half the current members, so the ring doubles in about two rounds
+and N nodes need O(log N) batches. Then stabilization runs until nothing changes for a full pass of
+fix_fingers.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from funnelkvs.chord.node_state import Status
+from funnelkvs.keyspace import RING_BITS
+from funnelkvs.sim.network import Network
+
+#: Maintenance rounds after each batch of joins, before the next batch picks its seeds.
+ROUNDS_PER_BATCH = 2
+
+
+def random_ids(rng: random.Random, n: int) -> list[int]:
+    """``n`` distinct node ids drawn from ``rng``."""
+    seen: set[int] = set()
+    ids: list[int] = []
+    while len(ids) < n:
+        ident = rng.getrandbits(RING_BITS)
+        if ident not in seen:
+            seen.add(ident)
+            ids.append(ident)
+    return ids
+
+
+def quiet_rounds_for(n: int) -> int:
+    """Rounds without change that mean the ring is settled: one pass of fix_fingers (about
+    log2 N distinct fingers, one lookup per round) and a margin."""
+    return max(2, math.ceil(math.log2(max(n, 2)))) + 2
+
+
+def grow_in_batches(net: Network, ids: list[int], rng: random.Random) -> None:
+    """Every id joins ``net`` through the protocol (the first creates the ring when it is empty)."""
+    pending = list(ids)
+    if not net.live:
+        net.create(pending.pop(0))
+    while pending:
+        members = sorted(i for i, node in net.live.items() if node.status is Status.NORMAL)
+        batch = max(1, len(members) // 2)
+        seeds = rng.sample(members, min(batch, len(members)))
+        for seed in seeds:
+            if not pending:
+                break
+            net.join(pending.pop(0), seed, run=False)
+        net.stabilize(ROUNDS_PER_BATCH)
+
+
+def build_ring(n: int, successors: int, rng: random.Random) -> Network:
+    """A stabilized ring of ``n`` nodes with successor lists of length ``successors``."""
+    net = Network(successors=successors)
+    grow_in_batches(net, random_ids(rng, n), rng)
+    net.stabilize_until_quiescent(quiet_rounds=quiet_rounds_for(n))
+    return net
