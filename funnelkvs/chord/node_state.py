@@ -30,9 +30,21 @@ The rules, with their sources (Stoica et al., SIGCOMM 2001 = "paper"; Zave, IEEE
 from __future__ import annotations
 
 from collections.abc import Sequence
-from enum import Enum
 from typing import cast
 
+from funnelkvs.chord.calls import (
+    CANDIDATE,
+    EXPECTED_REPLY,
+    FOR_CALLER,
+    FOR_FINGER,
+    FOR_JOIN,
+    JOIN_NEIGHBOURS,
+    LEAVE,
+    LOOKUP,
+    NOTIFY,
+    PING_PREDECESSOR,
+    STABILIZE,
+)
 from funnelkvs.chord.effects import (
     Effect,
     Joined,
@@ -52,7 +64,6 @@ from funnelkvs.chord.messages import (
     GET_NEIGHBOURS,
     PING,
     PONG,
-    Ack,
     FindSuccessor,
     Found,
     GetNeighbours,
@@ -61,58 +72,19 @@ from funnelkvs.chord.messages import (
     NextHop,
     Notify,
     Ping,
-    Pong,
     Reply,
     Request,
 )
 from funnelkvs.chord.node_ref import NodeRef
 from funnelkvs.chord.routing import Lookup, RoutingCandidates, find_successor_step
+from funnelkvs.chord.status import NotOnRing, Status
 from funnelkvs.chord.successor_list import SuccessorList
-from funnelkvs.errors import FunnelKVSError
 
 __all__ = ["ChordNode", "NotOnRing", "Status"]
 
 
-class Status(Enum):
-    """Where a node is in its life on the ring."""
-
-    NEW = "new"  # neither created nor joined
-    JOINING = "joining"
-    NORMAL = "normal"
-    LEAVING = "leaving"
-    LEFT = "left"
-
-
-# What an outstanding call is for (the first item of each entry in ChordNode._calls).
-_STABILIZE = 1  # GetNeighbours to the successor
-_CANDIDATE = 2  # GetNeighbours to the successor's predecessor (liveness check, then adopt)
-_NOTIFY = 3
-_PING_PREDECESSOR = 4
-_LOOKUP = 5
-_JOIN_NEIGHBOURS = 6  # GetNeighbours to the successor a join found
-_LEAVE = 7
-
-_EXPECTED_REPLY: dict[int, type | tuple[type, ...]] = {
-    _STABILIZE: Neighbours,
-    _CANDIDATE: Neighbours,
-    _NOTIFY: Ack,
-    _PING_PREDECESSOR: Pong,
-    _LOOKUP: (Found, NextHop),
-    _JOIN_NEIGHBOURS: Neighbours,
-    _LEAVE: Ack,
-}
-
-# What a lookup is for (Lookup.purpose).
-_FOR_CALLER = 0
-_FOR_JOIN = 1
-_FOR_FINGER = 2
-
 _NO_EFFECTS: Sequence[Effect] = ()
 _MEMBER = frozenset({Status.NORMAL, Status.LEAVING})
-
-
-class NotOnRing(FunnelKVSError):
-    """A Chord request reached a node that is not a member of a ring (new, joining, or left)."""
 
 
 class ChordNode:
@@ -235,7 +207,7 @@ class ChordNode:
 
     def _join_lookup(self, seed: NodeRef) -> Lookup:
         return Lookup(
-            self._lookup_id(), self.me.node_id, seed, local_origin=False, purpose=_FOR_JOIN, payload=seed
+            self._lookup_id(), self.me.node_id, seed, local_origin=False, purpose=FOR_JOIN, payload=seed
         )
 
     def leave(self) -> Sequence[Effect]:
@@ -249,7 +221,7 @@ class ChordNode:
         for node in (self.predecessor, self.successor):
             if node is not None and node.node_id != self.me.node_id:
                 targets.setdefault(node.node_id, node)
-        effects: list[Effect] = [self._call(_LEAVE, node, notice) for node in targets.values()]
+        effects: list[Effect] = [self._call(LEAVE, node, notice) for node in targets.values()]
         self._leave_pending = len(effects)
         if not effects:
             self.status = Status.LEFT
@@ -259,7 +231,7 @@ class ChordNode:
     def lookup(self, key: int) -> tuple[int, Sequence[Effect]]:
         """Find ``key``'s successor, starting here. Returns the lookup id and the effects; ends with
         :class:`LookupDone` or :class:`LookupFailed` carrying that id (maybe in these effects)."""
-        lookup = Lookup(self._lookup_id(), key, self.me, local_origin=True, purpose=_FOR_CALLER)
+        lookup = Lookup(self._lookup_id(), key, self.me, local_origin=True, purpose=FOR_CALLER)
         return lookup.lookup_id, self._ask(lookup, [], self.me)
 
     # --- timers -----------------------------------------------------------------------------------
@@ -295,7 +267,7 @@ class ChordNode:
                 return _NO_EFFECTS
         self._fixing = True
         lookup = Lookup(
-            self._lookup_id(), fingers.start(i), self.me, local_origin=True, purpose=_FOR_FINGER, payload=i
+            self._lookup_id(), fingers.start(i), self.me, local_origin=True, purpose=FOR_FINGER, payload=i
         )
         return self._ask(lookup, [], self.me)
 
@@ -305,7 +277,7 @@ class ChordNode:
         if pred is None or self._pinging or pred.node_id == self.me.node_id:
             return _NO_EFFECTS
         self._pinging = True
-        return [self._call(_PING_PREDECESSOR, pred, PING)]
+        return [self._call(PING_PREDECESSOR, pred, PING)]
 
     # --- requests from other nodes ------------------------------------------------------------------
 
@@ -340,33 +312,33 @@ class ChordNode:
         if call is None:
             return _NO_EFFECTS
         kind, peer, data = call
-        if not isinstance(reply, _EXPECTED_REPLY[kind]):
+        if not isinstance(reply, EXPECTED_REPLY[kind]):
             return self.on_timeout(call_id, now)
         del self._calls[call_id]
         effects: list[Effect] = []
-        if kind == _STABILIZE:
+        if kind == STABILIZE:
             assert isinstance(reply, Neighbours)
             self._on_successor_neighbours(peer, reply, now, effects)
-        elif kind == _CANDIDATE:
+        elif kind == CANDIDATE:
             assert isinstance(reply, Neighbours)
             asked_successor, _ = cast(tuple[NodeRef | None, tuple[NodeRef, ...]], data)
             if (asked_successor or self.me) == self.successor:
                 self._adopt_successor(peer, reply.successors, now, effects)
             self._end_stabilize(effects)
-        elif kind == _LOOKUP:
+        elif kind == LOOKUP:
             assert isinstance(reply, (Found, NextHop))
             assert isinstance(data, Lookup)
             self._ask(data, effects, data.on_answer(reply))
-        elif kind == _JOIN_NEIGHBOURS:
+        elif kind == JOIN_NEIGHBOURS:
             assert isinstance(reply, Neighbours)
             if self.status is Status.JOINING:
                 self.status = Status.NORMAL
                 self._adopt_successor(peer, reply.successors, now, effects)
                 effects.append(Joined(peer))
-                effects.append(self._call(_NOTIFY, peer, Notify(self.me)))
-        elif kind == _PING_PREDECESSOR:
+                effects.append(self._call(NOTIFY, peer, Notify(self.me)))
+        elif kind == PING_PREDECESSOR:
             self._pinging = False
-        elif kind == _LEAVE:
+        elif kind == LEAVE:
             self._leave_answered(effects)
         return effects
 
@@ -378,20 +350,20 @@ class ChordNode:
         kind, peer, data = call
         effects: list[Effect] = []
         self._peer_failed(peer, now, effects)
-        if kind == _STABILIZE:
+        if kind == STABILIZE:
             self._stabilizing = False
             # Section 5.3: move on to the next live entry now rather than a period later.
             if self.status in (Status.NORMAL, Status.LEAVING):
                 self._stabilize(now, effects)
-        elif kind == _CANDIDATE:
+        elif kind == CANDIDATE:
             successor, successors = cast(tuple[NodeRef | None, tuple[NodeRef, ...]], data)
             if successor is not None and successor == self.successor:
                 self._adopt_successor(successor, successors, now, effects)
             self._end_stabilize(effects)
-        elif kind == _LOOKUP:
+        elif kind == LOOKUP:
             assert isinstance(data, Lookup)
             self._ask(data, effects, data.on_timeout())
-        elif kind == _JOIN_NEIGHBOURS:
+        elif kind == JOIN_NEIGHBOURS:
             if self.status is Status.JOINING:
                 # The successor found is dead: look again through the seed, around it.
                 seed, avoid = cast(tuple[NodeRef, frozenset[int]], data)
@@ -399,9 +371,9 @@ class ChordNode:
                 lookup.avoid.update(avoid)
                 lookup.avoid.add(peer.node_id)
                 self._ask(lookup, effects, seed)
-        elif kind == _PING_PREDECESSOR:
+        elif kind == PING_PREDECESSOR:
             self._pinging = False
-        elif kind == _LEAVE:
+        elif kind == LEAVE:
             self._leave_answered(effects)
         return effects
 
@@ -414,10 +386,10 @@ class ChordNode:
             pred = self.predecessor
             if pred is not None and pred.node_id != self.me.node_id:
                 self._stabilizing = True
-                effects.append(self._call(_CANDIDATE, pred, GET_NEIGHBOURS, (None, ())))
+                effects.append(self._call(CANDIDATE, pred, GET_NEIGHBOURS, (None, ())))
             return
         self._stabilizing = True
-        effects.append(self._call(_STABILIZE, succ, GET_NEIGHBOURS))
+        effects.append(self._call(STABILIZE, succ, GET_NEIGHBOURS))
 
     def _on_successor_neighbours(
         self, succ: NodeRef, reply: Neighbours, now: float, effects: list[Effect]
@@ -430,7 +402,7 @@ class ChordNode:
         if p is not None and in_open(p.node_id, self.me.node_id, succ.node_id):
             # Zave: adopt p only if it is live: asking it for its list is the check. Even a node we
             # marked dead is asked: it may have restarted, and an answer clears the mark.
-            effects.append(self._call(_CANDIDATE, p, GET_NEIGHBOURS, (succ, reply.successors)))
+            effects.append(self._call(CANDIDATE, p, GET_NEIGHBOURS, (succ, reply.successors)))
             return
         self._adopt_successor(succ, reply.successors, now, effects)
         self._end_stabilize(effects)
@@ -440,7 +412,7 @@ class ChordNode:
         self._stabilizing = False
         succ = self.successor
         if succ.node_id != self.me.node_id:
-            effects.append(self._call(_NOTIFY, succ, Notify(self.me)))
+            effects.append(self._call(NOTIFY, succ, Notify(self.me)))
 
     def _adopt_successor(
         self, succ: NodeRef, their_successors: tuple[NodeRef, ...], now: float, effects: list[Effect]
@@ -518,19 +490,19 @@ class ChordNode:
         else:
             lookup.messages += 1
             request = FindSuccessor(lookup.key, tuple(sorted(lookup.avoid)))
-            effects.append(self._call(_LOOKUP, target, request, lookup))
+            effects.append(self._call(LOOKUP, target, request, lookup))
         return effects
 
     def _lookup_over(self, lookup: Lookup, effects: list[Effect], *, failed: bool) -> None:
         successors = lookup.successors
-        if lookup.purpose == _FOR_CALLER:
+        if lookup.purpose == FOR_CALLER:
             if failed or successors is None:
                 effects.append(LookupFailed(lookup.lookup_id, lookup.key, lookup.hops, lookup.messages))
             else:
                 effects.append(
                     LookupDone(lookup.lookup_id, lookup.key, successors, lookup.hops, lookup.messages)
                 )
-        elif lookup.purpose == _FOR_JOIN:
+        elif lookup.purpose == FOR_JOIN:
             seed = lookup.payload
             assert isinstance(seed, NodeRef)
             others = (
@@ -544,7 +516,7 @@ class ChordNode:
                     effects.append(JoinFailed(seed))
                 return
             data = (seed, frozenset(lookup.avoid))
-            effects.append(self._call(_JOIN_NEIGHBOURS, others[0], GET_NEIGHBOURS, data))
+            effects.append(self._call(JOIN_NEIGHBOURS, others[0], GET_NEIGHBOURS, data))
         else:
             self._fixing = False
             i = lookup.payload
