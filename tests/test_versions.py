@@ -297,3 +297,29 @@ def test_newer_tie_breaks() -> None:
     assert newer(pack_value(v, b"b"), pack_value(v, b"a"))  # then value bytes
     assert not newer(pack_tombstone(v), pack_tombstone(v))
     assert newer(pack_tombstone(Version(10, 2)), pack_value(v, b"z"))  # a later delete wins
+
+
+# --- the resolver and Versioned agree with the envelope order ----------------------------------------
+
+
+@given(plain_envelopes(versions_st))
+def test_versioned_round_trips_through_an_envelope(env: bytes) -> None:
+    from funnelkvs.replication import Versioned
+
+    copy = Versioned.from_envelope(env)
+    assert copy.version == version_of(env) and copy.is_tombstone == (not is_live(env))
+    assert copy.to_envelope() == env
+    assert Versioned.from_envelope(as_hint(env, b"t" * HINT_TARGET_SIZE)) == copy
+
+
+@given(st.lists(plain_envelopes(tight_versions), min_size=1, max_size=6))
+def test_last_writer_wins_picks_the_envelope_newer_puts_last(envs: list[bytes]) -> None:
+    from funnelkvs.replication import LastWriterWins, Versioned
+
+    newest = envs[0]
+    for env in envs[1:]:
+        if newer(env, newest):
+            newest = env
+    candidates = [Versioned.from_envelope(env) for env in envs]
+    assert LastWriterWins().resolve(b"k", candidates) == [Versioned.from_envelope(newest)]
+    assert LastWriterWins().resolve(b"k", candidates[::-1]) == [Versioned.from_envelope(newest)]
