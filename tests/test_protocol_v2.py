@@ -55,6 +55,13 @@ def test_the_quorum_trailer_bytes() -> None:
     # No quorum asked: no trailer, the body is the v1 layout byte for byte.
     assert key_value_body(Op.PUT, b"k", b"v", w=0, r=0) == key_value_body(Op.PUT, b"k", b"v")
     assert key_value_body(Op.GET, b"k") == bytes.fromhex("00000001 6b")
+    # The frames docs/protocol.md shows.
+    assert encode_v2_request(Op.GET, 1, key_value_body(Op.GET, b"k", r=2)) == bytes.fromhex(
+        "4b56530201 00000001 00000007 00000001 6b 0002"
+    )
+    assert encode_v2_request(Op.PUT, 2, key_value_body(Op.PUT, b"k", b"v", w=3)) == bytes.fromhex(
+        "4b56530202 00000002 0000000c 00000001 6b 00000001 76 0300"
+    )
 
 
 @pytest.mark.parametrize("op", [Op.GET, Op.PUT, Op.DELETE])
