@@ -209,8 +209,11 @@ def pack_value(version: Version, value: bytes | bytearray) -> bytes | bytearray:
     """
     header = HEADER.pack(KIND_VALUE, version.hlc, version.origin)
     if isinstance(value, bytearray):
-        value[0:0] = header
-        return value
+        try:
+            value[0:0] = header
+            return value
+        except BufferError:
+            pass  # a memoryview of it is still alive (the receiver's): it cannot grow, so copy
     return header + value
 
 
