@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from funnelkvs import Client
 from funnelkvs.protocol import Op, Response, Status, encode_request
 from funnelkvs.testing.cluster import NodeProcess, funnelkvs_command
 from tests.test_node import read_responses
@@ -154,12 +155,11 @@ def test_data_dir_of_another_backend_is_refused(
     )
 
 
-def test_replication_settings_are_one_warning_until_they_work(
+def test_a_lone_node_with_replication_settings_starts_without_warnings(
     tmp_path: Path, node_process_factory: Callable[..., NodeProcess]
 ) -> None:
-    config = {"replication": {"factor": 2, "write_quorum": 1}}
-    node = node_process_factory(config=config)
-    [warning] = [line for line in node.log().splitlines() if "WARNING" in line]
-    assert "replication.factor: not used by this version" in warning
-    plain = node_process_factory(name="plain", config={"replication": {"factor": 1}})
-    assert "WARNING" not in plain.log()
+    node = node_process_factory(config={"replication": {"factor": 2, "write_quorum": 1}})
+    assert "WARNING" not in node.log()
+    with Client(node.address) as client:
+        client.put(b"k", b"v")  # alone: one member, so one copy and W capped at 1
+        assert client.get(b"k") == b"v"
