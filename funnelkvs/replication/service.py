@@ -85,8 +85,8 @@ class Replication:
             resolver,
             self.hlc,
             origin_of(node.node_id),
-            settings.write_quorum,
-            settings.read_quorum,
+            settings.w,
+            settings.r,
         )
         self._under_replicated_logged = False
 
