@@ -371,7 +371,7 @@ def test_no_retry_when_disabled_or_on_a_fresh_connection(fake: FakeNode) -> None
         (Status.INVALID_REQUEST, InvalidRequest),
         (Status.SERVER_ERROR, ServerError),
         (Status.NOT_RESPONSIBLE, NotResponsible),
-        (Status.TIMEOUT, ServerError),
+        (Status.TIMEOUT, RequestTimeout),
         (0x7F, RemoteProtocolError),
     ],
 )

@@ -26,6 +26,7 @@ from funnelkvs.protocol.v2 import V2Request, V2Response, encode_v2_request, enco
 from funnelkvs.testing.cluster import NodeProcess
 
 RING_TIMEOUT = 30.0
+ONE_COPY = {"replication": {"factor": 1}}
 
 # --- the routing table, without processes -----------------------------------------------------------
 
@@ -224,8 +225,8 @@ class Ring:
     def add(self) -> NodeProcess:
         name = f"node{len(self.nodes)}"
         args = ["--join", self.nodes[0].address] if self.nodes else []
-        # One copy per key: these tests count where the client's requests land.
-        node = NodeProcess.start(self.workdir, args=args, name=name, config={"replication": {"factor": 1}})
+        # One copy per key: these tests count where keys land to check routing (replication has its own).
+        node = NodeProcess.start(self.workdir, args=args, name=name, config=ONE_COPY)
         self.nodes.append(node)
         return node
 

@@ -3,6 +3,11 @@
 
 ``get`` writes the raw value to standard output (a newline is added only on a terminal). Expected
 failures print one line on standard error and exit with a status from :mod:`funnelkvs.cli`.
+
+``get --r N``, ``put --w N``, ``delete --w N``: the request's read or write quorum (issue 9; sent as
+v2, see :mod:`funnelkvs.client.quorums`). A bad N is a usage error (one line, exit 2); a node that
+cannot reach the quorum in time answers TIMEOUT (exit 3), one that refuses N INVALID_REQUEST (exit 4),
+its message on the line.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from funnelkvs.cli import (
 )
 from funnelkvs.client import DEFAULT_SERVER, Client
 from funnelkvs.client.admin import ClusterView
+from funnelkvs.client.quorums import quorum_count
 from funnelkvs.errors import (
     ClientClosed,
     FunnelKVSError,
@@ -105,6 +111,35 @@ def run_guarded(prog: str, body: Callable[[], int]) -> int:
         return exit_status_for(exc)
 
 
+def quorum_option(args: argparse.Namespace, name: str) -> int | None:
+    """The ``--w``/``--r`` given (None when not), checked before anything is sent: a value that is not
+    a whole number from 1 to 255 is :class:`CommandFailed` with :data:`EXIT_USAGE`.
+
+    Parsed here rather than by an argparse ``type``, whose errors print the usage too (several lines)."""
+    text: str | None = getattr(args, name)
+    if text is None:
+        return None
+    try:
+        count = int(text, 10)
+    except ValueError:
+        raise CommandFailed(
+            f"--{name} must be a whole number of replicas (at least 1), not {text!r}", EXIT_USAGE
+        ) from None
+    try:
+        return quorum_count(f"--{name}", count) or None
+    except ValueError as exc:
+        raise CommandFailed(str(exc), EXIT_USAGE) from None
+
+
+def add_quorum_option(parser: argparse.ArgumentParser, name: str, what: str) -> None:
+    parser.add_argument(
+        f"--{name}",
+        metavar="N",
+        default=None,
+        help=f"{what} (default: the node's replication.{'write' if name == 'w' else 'read'}_quorum)",
+    )
+
+
 def argv_bytes(text: str) -> bytes:
     """Command-line text as the bytes the user typed (``os.fsencode`` undoes surrogate escapes)."""
     return os.fsencode(text)
@@ -116,8 +151,9 @@ def argv_bytes(text: str) -> bytes:
 def run_get(args: argparse.Namespace) -> int:
     def body() -> int:
         key = argv_bytes(args.key)
+        r = quorum_option(args, "r")
         with connected(args) as client:
-            value = client.get(key)
+            value = client.get(key, r=r)
         if value is None:
             raise CommandFailed(f"key not found: {show_key(key)}", EXIT_NOT_FOUND)
         out = sys.stdout.buffer
@@ -132,9 +168,10 @@ def run_get(args: argparse.Namespace) -> int:
 
 def run_put(args: argparse.Namespace) -> int:
     def body() -> int:
+        w = quorum_option(args, "w")
         value = sys.stdin.buffer.read() if args.value == "-" else argv_bytes(args.value)
         with connected(args) as client:
-            client.put(argv_bytes(args.key), value)
+            client.put(argv_bytes(args.key), value, w=w)
         return EXIT_OK
 
     return run_guarded("funnelkvs put", body)
@@ -142,8 +179,9 @@ def run_put(args: argparse.Namespace) -> int:
 
 def run_delete(args: argparse.Namespace) -> int:
     def body() -> int:
+        w = quorum_option(args, "w")
         with connected(args) as client:
-            client.delete(argv_bytes(args.key))
+            client.delete(argv_bytes(args.key), w=w)
         return EXIT_OK
 
     return run_guarded("funnelkvs delete", body)
@@ -254,17 +292,20 @@ def add_parser(subparsers: Any) -> None:
         "get", help="print the value of a key", description="Print the raw value of KEY."
     )
     get.add_argument("key", metavar="KEY")
+    add_quorum_option(get, "r", "replicas whose copies the read waits for")
     add_server_option(get)
     get.set_defaults(func=run_get)
 
     put = subparsers.add_parser("put", help="store a value", description="Store VALUE under KEY.")
     put.add_argument("key", metavar="KEY")
     put.add_argument("value", metavar="VALUE", help="the value; '-' reads it (as bytes) from standard input")
+    add_quorum_option(put, "w", "replicas that must acknowledge the write")
     add_server_option(put)
     put.set_defaults(func=run_put)
 
     delete = subparsers.add_parser("delete", help="delete a key", description="Delete KEY (missing is fine).")
     delete.add_argument("key", metavar="KEY")
+    add_quorum_option(delete, "w", "replicas that must acknowledge the delete")
     add_server_option(delete)
     delete.set_defaults(func=run_delete)
 

@@ -10,6 +10,7 @@ from funnelkvs.errors import (
     InvalidRequest,
     NotResponsible,
     RemoteProtocolError,
+    RequestTimeout,
     ServerError,
 )
 from funnelkvs.protocol import Op, Response, Status, parse_stats_text
@@ -24,7 +25,10 @@ _SIZE_HINTS: dict[int, str] = {
 
 
 def error_for(op: int, response: Response, address: Address | str) -> FunnelKVSError:
-    """The exception for an answer whose status is not a success for ``op``."""
+    """The exception for an answer whose status is not a success for ``op``; its text is
+    ``"<address> answered <STATUS> to <OP>: <the node's message>"`` (a v2 error answer's body is a
+    message; a v1 one is empty). INVALID_REQUEST is :class:`InvalidRequest`, NOT_RESPONSIBLE
+    :class:`NotResponsible`, TIMEOUT :class:`RequestTimeout`, anything else :class:`ServerError`."""
     try:
         status = Status(response.status)
     except ValueError:
@@ -38,8 +42,12 @@ def error_for(op: int, response: Response, address: Address | str) -> FunnelKVSE
         return InvalidRequest(message, status)
     if status is Status.NOT_RESPONSIBLE:
         return NotResponsible(message, status)
-    # SERVER_ERROR, TIMEOUT (the node itself gave up, e.g. on a peer) and a NOT_FOUND where the op
-    # cannot miss: the node answered, so it is the node's error, not a transport one.
+    if status is Status.TIMEOUT:
+        # The node gave up waiting for others (a write or read quorum not reached in time): a timeout
+        # to the caller, never replayed, like its own deadline. The node's message says which quorum.
+        return RequestTimeout(message)
+    # SERVER_ERROR and a NOT_FOUND where the op cannot miss: the node answered, so it is the node's
+    # error, not a transport one.
     return ServerError(message, status)
 
 

@@ -20,6 +20,14 @@ than one node, GET/PUT/DELETE go as v2 frames straight to the key's owner. The s
 whether a request whose owner failed may be sent again, as v1 through another node that forwards it:
 always when the owner refused the connection (nothing was sent), else only with ``retry`` on and not
 one byte of the answer received (a fresh connection included: in a ring another node can take it).
+
+Quorums (issue 9): ``get(key, r=N)``, ``put(key, value, w=N)``, ``delete(key, w=N)`` (and the same on a
+pipeline) ask the node for N replicas; they travel only in v2 (docs/protocol.md, "Per-request
+quorums"). Routed, the request goes to its owner as v2 anyway. On the plain path (``routing=False``, a
+ring of one node) such a request goes as a v2 frame on the same pooled connection (a node tells v1 from
+v2 per frame); a NOT_RESPONSIBLE answer, which a ring gives with ``routing=False`` for a key the node
+does not own, is followed to the owner it names on a connection opened for it. A node that speaks no
+v2 (the reference) cannot take w/r: :class:`InvalidRequest`.
 """
 
 from __future__ import annotations
@@ -34,12 +42,19 @@ from typing import Any, Final, TypeVar, overload
 
 from funnelkvs.client.address import Address, parse_addresses
 from funnelkvs.client.answers import result_of
-from funnelkvs.client.connection import Connection
+from funnelkvs.client.connection import Connection, V2Connection
 from funnelkvs.client.pipeline import Pipeline
 from funnelkvs.client.pool import ConnectionPool
-from funnelkvs.client.router import Router
+from funnelkvs.client.quorums import quorum_count
+from funnelkvs.client.router import MAX_REDIRECTS, Router, owner_named
 from funnelkvs.client.routing import RingView
-from funnelkvs.errors import KeyNotFound, LocalProtocolError, NodeUnreachable, RemoteProtocolError
+from funnelkvs.errors import (
+    InvalidRequest,
+    KeyNotFound,
+    LocalProtocolError,
+    NodeUnreachable,
+    RemoteProtocolError,
+)
 from funnelkvs.keyspace import ring_digest
 from funnelkvs.protocol import (
     DEFAULT_MAX_KEY_SIZE,
@@ -49,6 +64,7 @@ from funnelkvs.protocol import (
     Status,
     encode_request,
 )
+from funnelkvs.protocol.v2 import V2Response, encode_v2_request, key_value_body
 
 DEFAULT_SERVER: Final = "127.0.0.1:8001"
 #: Ops that may be replayed after a dropped connection (see the module docstring).
@@ -198,6 +214,12 @@ class Client:
         safe = all(op in IDEMPOTENT_OPS for op in ops)
         return self._on_connection(safe, lambda conn: conn.exchange(frames))
 
+    def exchange_v2(self, ops: Sequence[int], frames: Sequence[bytes]) -> tuple[list[V2Response], Address]:
+        """As :meth:`exchange` for v2 frames (on a pooled v1 connection): the answers as they came,
+        to be matched by request id (used by :class:`Pipeline` for requests with w/r)."""
+        safe = all(op in IDEMPOTENT_OPS for op in ops)
+        return self._on_connection(safe, lambda conn: conn.exchange_v2(frames))
+
     def _on_connection(self, idempotent: bool, talk: Callable[[Connection], T]) -> tuple[T, Address]:
         """Run ``talk`` on a pooled connection, replaying it once on a fresh one when the retry policy
         (module docstring) allows."""
@@ -218,8 +240,9 @@ class Client:
         finally:
             pool.checkin(conn, ok)
 
-    def _call(self, op: int, key: bytes = b"", value: bytes = b"") -> Any:
-        """GET/PUT/DELETE: to the key's owner when routing, else as :meth:`_call_plain`."""
+    def _call(self, op: int, key: bytes = b"", value: bytes = b"", w: int = 0, r: int = 0) -> Any:
+        """GET/PUT/DELETE: to the key's owner when routing, else as v1 to the configured addresses (as
+        v2 when ``w`` or ``r`` is asked for: :meth:`_call_v2`)."""
         router = self._router
         if router is not None:
             # Router.active() inlined: this runs on every call, and a one-node ring must stay as fast.
@@ -227,9 +250,44 @@ class Client:
                 router.refresh_if_free()
             view = router.routed
             if view is not None:
-                return router.call(view, op, key, value)
+                return router.call(view, op, key, value, w, r)
+        if w or r:
+            return self._call_v2(op, key, value, w, r)
         response, address = self._roundtrip(op, encode_request(op, key, value))
         return result_of(op, response, address)
+
+    def _call_v2(self, op: int, key: bytes, value: bytes, w: int, r: int) -> Any:
+        """A request with w/r off the routed path: v1 cannot carry them, so it goes as a v2 frame on a
+        pooled v1 connection (same retry policy as v1)."""
+        frame = encode_v2_request(op, 1, key_value_body(op, key, value, w, r))
+        answer, address = self._on_connection(op in IDEMPOTENT_OPS, lambda conn: conn.request_v2(frame, 1))
+        if answer is None:
+            raise InvalidRequest(
+                f"{address} answered a v2 request in v1: it speaks no v2, and w/r travel only in v2 "
+                "(leave them out for this node)",
+                Status.INVALID_REQUEST,
+            )
+        return self.settle_v2(op, frame, answer, address)
+
+    def settle_v2(self, op: int, frame: bytes, answer: V2Response, address: Address) -> Any:
+        """The result of the v2 answer ``address`` gave to ``frame`` off the routed path. A
+        NOT_RESPONSIBLE answer (``routing=False`` against a ring) is followed to the owner it names,
+        up to :data:`~funnelkvs.client.router.MAX_REDIRECTS` times, each on a connection opened for it
+        (and closed: this path is rare); ``frame`` must use request id 1. Used by :class:`Pipeline`."""
+        pool = self._pool
+        for _ in range(MAX_REDIRECTS):
+            if answer.status != Status.NOT_RESPONSIBLE:
+                break
+            owner = owner_named(answer.body)
+            if owner is None or owner == address:
+                break
+            conn = V2Connection.open(owner, pool.connect_timeout, pool.timeout)
+            try:
+                answer = conn.call(frame, 1)
+            finally:
+                conn.close()
+            address = owner
+        return result_of(op, Response(answer.status, answer.body), address)
 
     def _call_plain(self, op: int) -> Any:
         """PING, STATS: v1 to the configured addresses (one node's answer, as before rings)."""
@@ -239,12 +297,17 @@ class Client:
     # --- operations ---------------------------------------------------------------------------------
 
     @overload
-    def get(self, key: KeyLike) -> bytes | None: ...
+    def get(self, key: KeyLike, *, r: int | None = None) -> bytes | None: ...
     @overload
-    def get(self, key: KeyLike, default: T) -> bytes | T: ...
-    def get(self, key: KeyLike, default: object = None) -> object:
-        """The value of ``key``, or ``default`` (``None``) when it has none."""
-        value: bytes | None = self._call(Op.GET, self.key_bytes(key))
+    def get(self, key: KeyLike, default: T, *, r: int | None = None) -> bytes | T: ...
+    def get(self, key: KeyLike, default: object = None, *, r: int | None = None) -> object:
+        """The value of ``key``, or ``default`` (``None``) when it has none.
+
+        ``r``: how many replicas' copies the read waits for (None: the node's ``read_quorum``); a
+        whole number from 1, else ValueError. The node answers INVALID_REQUEST (:class:`InvalidRequest`)
+        when it exceeds the replication factor, TIMEOUT (:class:`RequestTimeout`) when that many did
+        not answer in time; the node's message is in the exception's text."""
+        value: bytes | None = self._call(Op.GET, self.key_bytes(key), b"", 0, quorum_count("r", r))
         return default if value is None else value
 
     def __contains__(self, key: object) -> bool:
@@ -263,16 +326,21 @@ class Client:
             raise KeyNotFound(key)
         return value
 
-    def put(self, key: KeyLike, value: KeyLike) -> None:
+    def put(self, key: KeyLike, value: KeyLike, *, w: int | None = None) -> None:
+        """Store ``value`` under ``key``. ``w``: how many replicas must acknowledge it before the node
+        answers (None: the node's ``write_quorum``); errors as for ``r`` in :meth:`get`."""
+        self._call(Op.PUT, self.key_bytes(key), self.value_bytes(value), quorum_count("w", w))
+
+    def __setitem__(self, key: KeyLike, value: KeyLike) -> None:
         self._call(Op.PUT, self.key_bytes(key), self.value_bytes(value))
 
-    __setitem__ = put
+    def delete(self, key: KeyLike, *, w: int | None = None) -> None:
+        """Delete ``key``. Deleting a missing key is not an error (v1 cannot tell the two apart).
+        ``w`` as in :meth:`put`."""
+        self._call(Op.DELETE, self.key_bytes(key), b"", quorum_count("w", w))
 
-    def delete(self, key: KeyLike) -> None:
-        """Delete ``key``. Deleting a missing key is not an error (v1 cannot tell the two apart)."""
+    def __delitem__(self, key: KeyLike) -> None:
         self._call(Op.DELETE, self.key_bytes(key))
-
-    __delitem__ = delete
 
     def ping(self) -> str:
         """``"pong"`` from a live node; raises :class:`NodeUnreachable` or :class:`RequestTimeout`."""
@@ -321,25 +389,35 @@ class Client:
         return Pipeline(self)
 
     def put_many(
-        self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]], *, batch_size: int = 1000
+        self,
+        items: Mapping[Any, Any] | Iterable[tuple[Any, Any]],
+        *,
+        batch_size: int = 1000,
+        w: int | None = None,
     ) -> int:
-        """Store every ``(key, value)``, pipelined ``batch_size`` at a time; returns how many."""
+        """Store every ``(key, value)``, pipelined ``batch_size`` at a time, each with write quorum
+        ``w`` (as in :meth:`put`); returns how many."""
         pairs = items.items() if isinstance(items, Mapping) else items
+        quorum_count("w", w)  # a bad w fails before anything is sent
         count = 0
         pipe = Pipeline(self)
         for key, value in pairs:
-            pipe.put(key, value)
+            pipe.put(key, value, w=w)
             if len(pipe) >= batch_size:
                 count += len(pipe.execute())
         count += len(pipe.execute())
         return count
 
-    def get_many(self, keys: Iterable[KeyLike], *, batch_size: int = 1000) -> list[bytes | None]:
-        """The values of ``keys`` in order (``None`` where not found), pipelined."""
+    def get_many(
+        self, keys: Iterable[KeyLike], *, batch_size: int = 1000, r: int | None = None
+    ) -> list[bytes | None]:
+        """The values of ``keys`` in order (``None`` where not found), pipelined, each read with
+        quorum ``r`` (as in :meth:`get`)."""
+        quorum_count("r", r)
         values: list[bytes | None] = []
         pipe = Pipeline(self)
         for key in keys:
-            pipe.get(key)
+            pipe.get(key, r=r)
             if len(pipe) >= batch_size:
                 values.extend(pipe.execute())
         values.extend(pipe.execute())

@@ -134,8 +134,11 @@ class Connection:
         no v2, like the reference implementation): that answer is read, so the connection stays in
         step and can be reused. Errors as :meth:`request`."""
         sock = self.sock
+        self.received = 0
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         try:
+            # A full timeout for the peek: the last call left the socket with what remained of its own.
+            sock.settimeout(self.timeout)
             sock.sendall(frame)
             # Which decoder reads the answer depends on its version byte: peek at it first.
             while True:
@@ -165,6 +168,18 @@ class Connection:
                 f"{self.address} answered request {answer.request_id}, not {request_id}"
             )
         return answer
+
+    def exchange_v2(self, frames: Sequence[bytes]) -> list[V2Response]:
+        """Pipeline v2 frames on this v1 connection (every frame v2, so every answer is v2; the node
+        tells the versions apart per frame): their answers as they came, to be matched by request id.
+        As :meth:`exchange` otherwise. A node that speaks no v2 answers in v1: RemoteProtocolError,
+        and the connection, out of step, must be closed (the pool does so after any error)."""
+        v1_decoder = self._decoder
+        self._decoder = cast(ResponseDecoder, V2ResponseDecoder())
+        try:
+            return cast(list[V2Response], self.exchange(frames))
+        finally:
+            self._decoder = v1_decoder
 
     def exchange(self, frames: Sequence[bytes]) -> list[Response]:
         """Pipeline: send every frame, reading answers while sending, and return them in request order.

@@ -19,6 +19,10 @@ requests (and those behind a request that failed before any answer byte arrived,
 allows a replay) are sent as v1 to another live node, starting with the failed one's successor in the
 view, which forwards them to whoever owns the key by then. A :class:`RequestTimeout` is never replayed.
 
+Quorums: a request with ``w``/``r`` carries them in its v2 body's trailer. v1 cannot, so such a
+request is never sent as v1 through another node: when its owner fails it goes as v2 to another live
+node, which serves it only if it owns the key by then (:meth:`Router._fallback_quorum_call`).
+
 A ring of one node, or a node that does not answer RING_VIEW (the reference implementation, an older
 FunnelKVS), leaves the client on its plain v1 path to the configured addresses: :meth:`Router.active`
 returns None and nothing else here runs.
@@ -38,6 +42,7 @@ from funnelkvs.client.answers import result_of
 from funnelkvs.client.connection import Connection, V2Connection
 from funnelkvs.client.fanout import exchange_shares
 from funnelkvs.client.pool import ConnectionPool
+from funnelkvs.client.quorums import NO_QUORUM
 from funnelkvs.client.routing import RingView
 from funnelkvs.errors import (
     ClientClosed,
@@ -275,9 +280,10 @@ class Router:
 
     # --- one request ---------------------------------------------------------------------------------
 
-    def call(self, view: RingView, op: int, key: bytes, value: bytes) -> Any:
-        """GET/PUT/DELETE ``key`` at its owner; the result as :func:`result_of` gives it."""
-        frame = encode_v2_request(op, 1, key_value_body(op, key, value))
+    def call(self, view: RingView, op: int, key: bytes, value: bytes, w: int = 0, r: int = 0) -> Any:
+        """GET/PUT/DELETE ``key`` at its owner, with the quorums ``w``/``r`` (0: the node's default);
+        the result as :func:`result_of` gives it."""
+        frame = encode_v2_request(op, 1, key_value_body(op, key, value, w, r))
         target = view.owner_of(key)
         for _ in range(MAX_REDIRECTS + 1):
             if self._is_down(target):
@@ -293,10 +299,12 @@ class Router:
                 return result_of(op, Response(answer.status, answer.body), target)
             self.counts["redirects"] += 1
             self._soon()
-            owner = _owner_named(answer.body)
+            owner = owner_named(answer.body)
             if owner is None or owner == target:
                 break
             target = owner
+        if w or r:
+            return self._fallback_quorum_call(view, target, op, frame)
         return self._fallback_call(view, target, op, key, value)
 
     def _fallback_call(self, view: RingView, avoid: Address, op: int, key: bytes, value: bytes) -> Any:
@@ -305,16 +313,29 @@ class Router:
         address, response = self._through_another(view, avoid, lambda conn: conn.request(frame))
         return result_of(op, response, address)
 
+    def _fallback_quorum_call(self, view: RingView, avoid: Address, op: int, frame: bytes) -> Any:
+        """A request with w/r whose owner could not serve it. v1 cannot carry w/r, so it is not
+        forwarded: it goes as v2 to another live node (the failed owner's successor first), which
+        serves it once it owns the key (it took the failed owner's range over); a NOT_RESPONSIBLE
+        answer there is :class:`NodeUnreachable` (the view is refreshed soon: a later call may pass)."""
+        address, answer = self._through_another(
+            view, avoid, functools.partial(_v2_call, frame=frame), v2=True
+        )
+        if answer.status == _NOT_RESPONSIBLE:
+            raise NodeUnreachable(_quorum_unserved(avoid, address))
+        return result_of(op, Response(answer.status, answer.body), address)
+
     def _through_another(
-        self, view: RingView, avoid: Address, talk: Callable[[Connection], T]
+        self, view: RingView, avoid: Address, talk: Callable[[Connection], T], v2: bool = False
     ) -> tuple[Address, T]:
-        """``talk`` over v1 to the first live node other than ``avoid`` (it forwards to the owner);
-        a node that cannot be reached is marked down and the next one tried."""
+        """``talk`` to the first live node other than ``avoid`` (over v1 it forwards to the owner;
+        ``v2``: on a v2 connection); a node that cannot be reached is marked down and the next one
+        tried."""
         self.counts["fallbacks"] += 1
         last: NodeUnreachable | None = None
         for address in self._fallbacks(view, avoid):
             try:
-                return address, self._with_pool(address, False, talk)
+                return address, self._with_pool(address, v2, talk)
             except _Unreached as exc:
                 if not exc.replayable:
                     raise exc.error from exc.error.__cause__
@@ -334,13 +355,19 @@ class Router:
     # --- pipelines -----------------------------------------------------------------------------------
 
     def exchange(
-        self, view: RingView, ops: Sequence[int], keys: Sequence[bytes], values: Sequence[bytes]
+        self,
+        view: RingView,
+        ops: Sequence[int],
+        keys: Sequence[bytes],
+        values: Sequence[bytes],
+        quorums: Sequence[tuple[int, int]],
     ) -> list[Outcome]:
         """Run a pipeline: keyed requests split per owner (v2, request id = position in the caller's
-        order), the rest (PING, STATS) as v1 through the configured addresses; results in the caller's
-        order. A request answered NOT_RESPONSIBLE follows the owner named (up to
-        :data:`MAX_REDIRECTS` rounds); one whose owner cannot be reached goes as v1 through another
-        node. Raises what a call would raise when a member fails where no replay is allowed."""
+        order, each with its ``(w, r)`` from ``quorums``), the rest (PING, STATS) as v1 through the
+        configured addresses; results in the caller's order. A request answered NOT_RESPONSIBLE
+        follows the owner named (up to :data:`MAX_REDIRECTS` rounds); one whose owner cannot be
+        reached goes as v1 through another node (one with w/r as v2: :meth:`_fallback_quorum_call`).
+        Raises what a call would raise when a member fails where no replay is allowed."""
         count = len(ops)
         results: list[Outcome | None] = [None] * count
         plain = [i for i in range(count) if ops[i] not in _KEYED]
@@ -352,7 +379,8 @@ class Router:
             if not targets:
                 break
             redirected: dict[int, Address] = {}
-            for target, indexes, answers in self._send_shares(_group(targets), ops, keys, values, leftovers):
+            shares = self._send_shares(_group(targets), ops, keys, values, quorums, leftovers)
+            for target, indexes, answers in shares:
                 by_id = {answer.request_id: answer for answer in answers}
                 for i in indexes:
                     answer = by_id.get(i)
@@ -363,7 +391,7 @@ class Router:
                         )
                     elif answer.status == _NOT_RESPONSIBLE:
                         self.counts["redirects"] += 1
-                        owner = _owner_named(answer.body)
+                        owner = owner_named(answer.body)
                         if owner is None or owner == target:
                             leftovers.append(i)
                         else:
@@ -375,7 +403,7 @@ class Router:
             targets = redirected
         leftovers.extend(targets)  # still redirected after the last round
         if leftovers:
-            self._fallback_many(view, sorted(leftovers), ops, keys, values, results)
+            self._fallback_many(view, sorted(leftovers), ops, keys, values, quorums, results)
         assert all(result is not None for result in results)
         return results  # type: ignore[return-value]
 
@@ -385,6 +413,7 @@ class Router:
         ops: Sequence[int],
         keys: Sequence[bytes],
         values: Sequence[bytes],
+        quorums: Sequence[tuple[int, int]],
         leftovers: list[int],
     ) -> list[tuple[Address, list[int], list[V2Response]]]:
         """Send each owner its share at the same time (:func:`exchange_shares`); ``(owner, indexes,
@@ -403,7 +432,8 @@ class Router:
                 leftovers.extend(indexes)
                 continue
             frames = [
-                encode_v2_request(ops[i], i, key_value_body(ops[i], keys[i], values[i])) for i in indexes
+                encode_v2_request(ops[i], i, key_value_body(ops[i], keys[i], values[i], *quorums[i]))
+                for i in indexes
             ]
             shares.append((target, indexes, pool, conn, reused, frames))
         try:
@@ -461,14 +491,40 @@ class Router:
         ops: Sequence[int],
         keys: Sequence[bytes],
         values: Sequence[bytes],
+        quorums: Sequence[tuple[int, int]],
         results: list[Outcome | None],
     ) -> None:
         """Send requests whose owner could not be reached (or kept redirecting) as v1 through another
-        node, which forwards them; answers come back in order."""
-        frames = [encode_request(ops[i], keys[i], values[i]) for i in indexes]
-        avoid = view.owner_of(keys[indexes[0]])
-        address, responses = self._through_another(view, avoid, lambda conn: conn.exchange(frames))
-        _place(indexes, responses, address, ops, results)
+        node, which forwards them; answers come back in order. Those with w/r go as v2 instead (v1
+        cannot carry them; see :meth:`_fallback_quorum_call`)."""
+        plain = [i for i in indexes if quorums[i] == NO_QUORUM]
+        with_quorum = [i for i in indexes if quorums[i] != NO_QUORUM]
+        if plain:
+            frames = [encode_request(ops[i], keys[i], values[i]) for i in plain]
+            avoid = view.owner_of(keys[plain[0]])
+            address, responses = self._through_another(view, avoid, lambda conn: conn.exchange(frames))
+            _place(plain, responses, address, ops, results)
+        if with_quorum:
+            v2_frames = [
+                encode_v2_request(ops[i], i, key_value_body(ops[i], keys[i], values[i], *quorums[i]))
+                for i in with_quorum
+            ]
+            avoid = view.owner_of(keys[with_quorum[0]])
+            address, answers = self._through_another(
+                view, avoid, functools.partial(_v2_call_many, frames=v2_frames), v2=True
+            )
+            by_id = {answer.request_id: answer for answer in answers}
+            for i in with_quorum:
+                answer = by_id.get(i)
+                if answer is None:
+                    results[i] = NotAnswered(
+                        f"{address} closed the connection without answering {Op(ops[i]).name} "
+                        f"(request {i + 1} of {len(ops)}); whether it was carried out is unknown"
+                    )
+                elif answer.status == _NOT_RESPONSIBLE:
+                    results[i] = NodeUnreachable(_quorum_unserved(view.owner_of(keys[i]), address))
+                else:
+                    results[i] = (Response(answer.status, answer.body), address)
 
     # --- lifetime ------------------------------------------------------------------------------------
 
@@ -490,7 +546,14 @@ def _v2_call_many(conn: Connection, frames: list[bytes]) -> list[V2Response]:
     return conn.call_many(frames)
 
 
-def _owner_named(body: bytes) -> Address | None:
+def _quorum_unserved(owner: Address, other: Address) -> str:
+    return (
+        f"{owner}, the key's owner, could not serve the request, and {other} does not own the key: "
+        "a request with w/r is not forwarded through another node (v1 cannot carry them)"
+    )
+
+
+def owner_named(body: bytes) -> Address | None:
     """The owner's address in a NOT_RESPONSIBLE body, or None when it is not one."""
     try:
         return parse_address(body.decode("utf-8"))
