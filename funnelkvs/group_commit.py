@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 from funnelkvs.loop import EventLoop, TimerHandle
 from funnelkvs.storage.backend import StorageBackend
+from funnelkvs.versions import newer
 
 T = TypeVar("T")
 
@@ -49,28 +50,54 @@ class WriteBatch:
     ``writes`` holds ``(key, value)`` pairs in arrival order (value None: a delete); ``waiters`` the
     objects (client connections) that hold answers until the batch has committed."""
 
-    __slots__ = ("seq", "waiters", "writes")
+    __slots__ = ("callbacks", "seq", "transitions", "waiters", "writes")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
         self.writes: list[tuple[bytes, bytes | bytearray | None]] = []
         self.waiters: list[Any] = []
+        #: ``callback(error)`` on the loop once the batch has committed (error None) or failed.
+        self.callbacks: list[Callable[[BaseException | None], None]] = []
+        #: Per key changed, ``(kind before, kind after)`` (0: absent), once committed; see apply_batch.
+        self.transitions: list[tuple[int, int]] = []
 
 
-def apply_batch(backend: StorageBackend, writes: list[tuple[bytes, bytes | bytearray | None]]) -> float:
+def apply_batch(
+    backend: StorageBackend, writes: list[tuple[bytes, bytes | bytearray | None]]
+) -> tuple[float, list[tuple[int, int]]]:
     """Apply ``writes`` in order, then one ``sync()`` (storage thread); returns the sync's duration in
-    seconds. Raises the first error: after a failed write the batch is still synced (the backends
-    abandon a batch with a failed write there), so that nothing of it stays half-open in the backend."""
+    seconds and, per key changed, the envelope kinds before and after (0 for absent).
+
+    A write is an envelope (:mod:`funnelkvs.versions`), stored only when it is newer than the copy
+    already there (the check happens here too, not only on the loop: the loop cannot always read
+    without waiting); None deletes the key outright (a range handed over, a purge). Raises the first
+    error: after a failed write the batch is still synced (the backends abandon a batch with a failed
+    write there), so that nothing of it stays half-open in the backend."""
     failure: BaseException | None = None
-    for key, value in writes:
-        try:
-            if value is None:
+    # What this batch has made of each key so far: a backend's own reads may not see its uncommitted
+    # writes (sqlite through another connection), and a key written twice in a batch is stored once.
+    staged: dict[bytes, bytes | bytearray | None] = {}
+    before: dict[bytes, int] = {}
+    try:
+        for key, envelope in writes:
+            if key in staged:
+                current = staged[key]
+            else:
+                current = backend.get_waiting(key)
+                before[key] = current[0] if current else 0
+                if envelope is not None and current is not None and not newer(envelope, current):
+                    continue
+                staged[key] = envelope
+                continue
+            if envelope is None or current is None or newer(envelope, current):
+                staged[key] = envelope
+        for key, envelope in staged.items():
+            if envelope is None:
                 backend.delete(key)
             else:
-                backend.put(key, value)
-        except Exception as exc:
-            failure = exc
-            break
+                backend.put(key, envelope)
+    except Exception as exc:
+        failure = exc
     started = time.perf_counter()
     try:
         backend.sync()
@@ -79,7 +106,10 @@ def apply_batch(backend: StorageBackend, writes: list[tuple[bytes, bytes | bytea
             raise
     if failure is not None:
         raise failure
-    return time.perf_counter() - started
+    transitions = [
+        (before[key], envelope[0] if envelope else 0) for key, envelope in staged.items() if key in before
+    ]
+    return time.perf_counter() - started, transitions
 
 
 class GroupCommit:
@@ -122,7 +152,8 @@ class GroupCommit:
     def flush(self) -> None:
         """Send the filling batch to the storage thread unless one is in flight, or unless the
         connections the last commit answered may still join it (pass-end hook; see "Cohorts")."""
-        if self._in_flight is not None or not (self._filling.writes or self._filling.waiters):
+        filling = self._filling
+        if self._in_flight is not None or not (filling.writes or filling.waiters or filling.callbacks):
             return
         if self.returning:
             now = self.loop.time()
@@ -141,7 +172,12 @@ class GroupCommit:
         self.returning.clear()
         self.flush()
 
-    def _committed(self, batch: WriteBatch, done: Future[float]) -> None:
+    def when_committed(self, callback: Callable[[BaseException | None], None]) -> None:
+        """``callback(error)`` on the loop once the filling batch (and so every write handed over so
+        far) has committed; error None on success."""
+        self._filling.callbacks.append(callback)
+
+    def _committed(self, batch: WriteBatch, done: Future[tuple[float, list[tuple[int, int]]]]) -> None:
         self._in_flight = None
         pending = self.pending
         seq = batch.seq
@@ -151,11 +187,13 @@ class GroupCommit:
                 del pending[key]
         error = done.exception()
         if error is None:
-            self._last_sync = done.result()
+            self._last_sync, batch.transitions = done.result()
         if batch.waiters:
             self.returning = set(batch.waiters)
             self._submit_by = self.loop.time() + min(COMMIT_DELAY_MAX, self._last_sync)
         self._on_committed(batch, error)
+        for callback in batch.callbacks:
+            callback(error)
         self.flush()
 
     def read(

@@ -626,19 +626,19 @@ def test_successor_list_skips_a_second_node_on_the_same_address() -> None:
 
 
 def test_last_writer_wins_is_deterministic_and_order_independent() -> None:
-    old = Versioned(b"old", Version(100, "a"))
-    new = Versioned(b"new", Version(200, "a"))
-    tie_b = Versioned(b"from-b", Version(200, "b"))
-    tombstone = Versioned(None, Version(300, "a"))
+    old = Versioned(b"old", Version(100, 1))
+    new = Versioned(b"new", Version(200, 1))
+    tie_b = Versioned(b"from-b", Version(200, 2))
+    tombstone = Versioned(None, Version(300, 1))
     lww = LastWriterWins()
     assert lww.resolve(b"k", []) == []
     assert lww.resolve(b"k", [old, new]) == [new]
     assert lww.resolve(b"k", [new, tie_b]) == [tie_b]
     assert lww.resolve(b"k", [old, tombstone, new]) == [tombstone] and tombstone.is_tombstone
     same_stamp = [
-        Versioned(b"x", Version(5, "a")),
-        Versioned(b"y", Version(5, "a")),
-        Versioned(None, Version(5, "a")),
+        Versioned(b"x", Version(5, 1)),
+        Versioned(b"y", Version(5, 1)),
+        Versioned(None, Version(5, 1)),
     ]
     for candidates in (same_stamp, [old, new, tie_b, tombstone]):
         answers = {tuple(lww.resolve(b"k", list(p))) for p in itertools.permutations(candidates)}

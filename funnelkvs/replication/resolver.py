@@ -27,17 +27,19 @@ class ConflictResolver(Protocol):
 ConflictResolverFactory = Callable[[ReplicationSettings], ConflictResolver]
 
 
-def _lww_order(candidate: Versioned) -> tuple[int, str, bool, bytes]:
-    # After (timestamp, origin), a put beats a delete and then the larger value wins: equal stamps
-    # should not happen, but if a clock or a bug makes them, replicas must still agree.
+def _lww_order(candidate: Versioned) -> tuple[int, int, bool, bytes]:
+    # After (hlc, origin), a put beats a delete and then the larger value wins: equal versions
+    # should not happen, but if a bug or a corrupt copy makes them, replicas must still agree. This
+    # is the order of funnelkvs.versions.newer on envelopes; the two must never disagree.
     value = candidate.value
-    return (candidate.version.timestamp, candidate.version.origin, value is not None, value or b"")
+    return (candidate.version.hlc, candidate.version.origin, value is not None, value or b"")
 
 
 class LastWriterWins:
-    """The version with the highest timestamp wins; ties broken by origin, then put over delete, then
-    by value bytes. Concurrent writes are lost silently: that is the price of needing no clocks but the
-    wall clock."""
+    """The highest version ``(hlc, origin)`` wins, then a put over a delete, then the larger value
+    bytes (the order of :func:`funnelkvs.versions.newer`). Concurrent writes to one key are ordered by
+    ``(hlc, node id)`` and the loser is dropped silently, so a node whose clock runs fast wins them:
+    that is the price of needing no clocks but hybrid logical ones."""
 
     __slots__ = ()
 
@@ -59,6 +61,6 @@ def funnelkvs_register_conflict_resolvers() -> list[ConflictResolverSpec]:
         ConflictResolverSpec(
             name=LastWriterWins.name,
             factory=create_last_writer_wins,
-            description="highest version timestamp wins; deterministic tie-break",
+            description="highest (hlc, origin) version wins; then put over delete, then value bytes",
         )
     ]

@@ -1,22 +1,16 @@
-"""A value together with the version that orders it against other replicas' copies of the key."""
+"""A value together with the version that orders it against other replicas' copies of the key.
+
+:class:`Version` lives in :mod:`funnelkvs.versions` (with the hybrid logical clock that makes it and
+the envelope that stores it) and is re-exported here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from funnelkvs.versions import Version, is_live, pack_tombstone, pack_value, value_of, version_of
 
-@dataclass(frozen=True, slots=True, order=True)
-class Version:
-    """When and where a write was coordinated.
-
-    Ordered by ``(timestamp, origin)``: two writes stamped in the same nanosecond by different nodes
-    still compare the same way on every replica, which is what makes last-writer-wins converge.
-    """
-
-    #: Nanoseconds since the epoch on the coordinating node's clock.
-    timestamp: int
-    #: The coordinating node's id (40 hex digits).
-    origin: str = ""
+__all__ = ["Version", "Versioned"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,3 +27,14 @@ class Versioned:
     @property
     def is_tombstone(self) -> bool:
         return self.value is None
+
+    @classmethod
+    def from_envelope(cls, env: bytes | bytearray) -> Versioned:
+        """The copy a stored envelope (plain or hint) holds; see :mod:`funnelkvs.versions`."""
+        return cls(value_of(env) if is_live(env) else None, version_of(env))
+
+    def to_envelope(self) -> bytes:
+        """The plain envelope (``KIND_VALUE`` or ``KIND_TOMBSTONE``) that stores this copy."""
+        if self.value is None:
+            return pack_tombstone(self.version)
+        return bytes(pack_value(self.version, self.value))
