@@ -13,12 +13,15 @@ import logging
 
 from funnelkvs.connection import AnswerSlot, ClientConnection
 from funnelkvs.group_commit import WriteBatch
+from funnelkvs.local_store import LocalStore
 from funnelkvs.loop import EVENT_READ, EventLoop
 from funnelkvs.metrics import NodeMetrics
 from funnelkvs.protocol import RESPONSE_SERVER_ERROR, Status, encode_response
 from funnelkvs.protocol.v2 import encode_v2_response
+from funnelkvs.versions import is_live, value_of
 
 log = logging.getLogger("funnelkvs.node")
+_SUCCESS = int(Status.SUCCESS)
 
 
 class LateAnswers:
@@ -26,6 +29,7 @@ class LateAnswers:
 
     loop: EventLoop
     metrics: NodeMetrics
+    store: LocalStore
 
     def _flush(self, conn: ClientConnection) -> None:
         raise NotImplementedError  # the node's
@@ -45,8 +49,10 @@ class LateAnswers:
         self._flush(conn)
 
     def _on_forwarded(self, conn: ClientConnection, slot: AnswerSlot, status: int, body: bytes) -> None:
-        """The owner of a forwarded v1 request answered (or the forward failed: SERVER_ERROR)."""
-        self.fill_slot(conn, slot, encode_response(status, body))
+        """The owner of a forwarded v1 request answered (or the forward failed: SERVER_ERROR), or the
+        coordinator has its quorum's answer. v1 error answers carry no body (the reference's clients
+        expect none), whatever message the v2 side had."""
+        self.fill_slot(conn, slot, encode_response(status, body if status == _SUCCESS else b""))
 
     def fill_slot(self, conn: ClientConnection, slot: AnswerSlot, answer: bytes) -> None:
         """An answer that came later takes its place in ``conn``'s output; write what is ready.
@@ -70,6 +76,8 @@ class LateAnswers:
         if error is not None:
             log.error("storage sync failed (%s); SERVER_ERROR to %d writes", error, len(batch.writes))
             self.metrics.sync_errors += 1
+        else:
+            self.store.on_batch(batch.transitions)
         for conn in batch.waiters:
             conn.waiting -= 1
             conn.wants_sync = False
@@ -97,10 +105,10 @@ class LateAnswers:
                 log.error("read for %s failed: %s", conn.address, error)
                 self.metrics.handler_errors += 1
                 status, body = Status.SERVER_ERROR, b""
-            elif found is None:
-                status, body = Status.NOT_FOUND, b""
+            elif found is None or not is_live(found):
+                status, body = Status.NOT_FOUND, b""  # nothing stored, or a tombstone
             else:
-                status, body = Status.SUCCESS, bytes(found)
+                status, body = Status.SUCCESS, value_of(found)
             if request_id < 0:
                 answer = encode_response(status, body)
             else:

@@ -37,6 +37,7 @@ from funnelkvs.group_commit import GroupCommit
 from funnelkvs.keyspace import ring_digest, ring_position
 from funnelkvs.late_answers import LateAnswers
 from funnelkvs.listener import Listener
+from funnelkvs.local_store import LocalStore
 from funnelkvs.loop import EVENT_READ, EVENT_READ_ANY, EVENT_WRITE, EventLoop, PeriodicTimer
 from funnelkvs.metrics import NodeMetrics
 from funnelkvs.peer import PeerConnection
@@ -62,10 +63,22 @@ from funnelkvs.protocol import (
     stats_text,
 )
 from funnelkvs.protocol.v2 import V2Request, encode_v2_response
+from funnelkvs.replication.service import Replication
 from funnelkvs.ring.driver import RingDriver, resolve_seed
 from funnelkvs.settings import Settings
 from funnelkvs.storage.backend import StorageBackend
 from funnelkvs.v2_service import SLOTTED, Handler, V2Service
+from funnelkvs.versions import (
+    HEADER_SIZE,
+    KIND_HINT_VALUE,
+    KIND_VALUE,
+    HybridLogicalClock,
+    Version,
+    origin_of,
+    pack_tombstone,
+    pack_value,
+    value_of,
+)
 
 if TYPE_CHECKING:
     from funnelkvs.plugins import PluginHost
@@ -113,10 +126,13 @@ class Node(LateAnswers):
         self._commit: GroupCommit | None = None
         if backend.blocking or backend.durable:
             self._commit = GroupCommit(backend, self.loop, self._on_committed)
+        #: This node's copies: envelopes in the backend, the pending overlay, counts by kind.
+        self.store = LocalStore(backend, self._commit, self.loop)
         #: Writes not yet committed (always empty without a storage thread); GET reads them first.
-        self._pending: dict[bytes, tuple[bytes | bytearray | None, int]] = (
-            {} if self._commit is None else self._commit.pending
-        )
+        self._pending: dict[bytes, tuple[bytes | bytearray | None, int]] = self.store.pending
+        #: Stamps the versions of the writes this node coordinates (and of its single-copy writes).
+        self.hlc = HybridLogicalClock()
+        self._origin = 0
         self._max_output = settings.limits.max_output_buffer
         self.v2 = V2Service(self)
         self._stopping = False
@@ -127,6 +143,8 @@ class Node(LateAnswers):
         self.port = settings.node.port
         #: The node's place on the Chord ring (made at start, once the port and so the address is known).
         self.ring: RingDriver | None = None
+        #: Copies on the successor list, quorums, the coordinator (made at start, like the ring).
+        self.replication: Replication | None = None
 
     # --- identity ----------------------------------------------------------------------------------
 
@@ -160,6 +178,17 @@ class Node(LateAnswers):
         # Seeds are resolved here, once, before the loop runs: never a DNS wait on the loop.
         seeds = [resolve_seed(seed) for seed in self.settings.node.join]
         self.ring = RingDriver(self, NodeRef(int(self.node_id, 16), self.address), self.settings.ring, seeds)
+        self._origin = origin_of(self.node_id)
+        if self.plugins is not None:
+            strategy = self.plugins.create_strategy(self.settings.replication)
+            resolver = self.plugins.create_resolver(self.settings.replication)
+        else:
+            from funnelkvs.replication import LastWriterWins, SuccessorListStrategy
+
+            strategy, resolver = SuccessorListStrategy(), LastWriterWins()
+        self.replication = Replication(self, self.store, strategy, resolver, self.hlc)
+        self.replication.start()
+        self.store.count_existing()
         self._listener.start()
         if self._commit is not None:
             self.loop.add_pass_end_hook(self._commit.flush)
@@ -359,6 +388,9 @@ class Node(LateAnswers):
         pending = self._pending
         ring = self.ring
         forwarding = ring is not None and not ring.alone
+        replication = self.replication
+        coordinating = replication is not None and replication.active
+        store = self.store
         if commit is not None and commit.returning:
             commit.returning.discard(conn)  # it is back: the next batch need not wait for it
         out = conn.out
@@ -400,13 +432,24 @@ class Node(LateAnswers):
                     break
                 continue
             op, key, value = event  # type: ignore[misc,assignment]  # a Request: the rest is handled
-            if forwarding and op <= DELETE:  # GET, PUT, DELETE
+            if (forwarding or coordinating) and op <= DELETE:  # GET, PUT, DELETE
                 position = ring_position(key)
-                if not ring.owns(position):  # type: ignore[union-attr]
+                if forwarding and not ring.owns(position):  # type: ignore[union-attr]
                     # Another node owns the key: its answer takes this place in the output.
                     slot = conn.add_slot()
                     done = functools.partial(self._on_forwarded, conn, slot)
                     ring.forwarder.forward(op, key, value, position, done)  # type: ignore[union-attr]
+                    requests[op] += 1
+                    continue
+                if coordinating:
+                    # This node coordinates the key's copies; the answer comes once a quorum has.
+                    slot = conn.add_slot()
+                    done = functools.partial(self._on_forwarded, conn, slot)
+                    coordinator = replication.coordinator  # type: ignore[union-attr]
+                    if op == GET:
+                        coordinator.read(key, position, 0, done)
+                    else:
+                        coordinator.write(key, position, value if op == PUT else None, 0, done)
                     requests[op] += 1
                     continue
                 transfers = ring.transfers  # type: ignore[union-attr]
@@ -427,31 +470,33 @@ class Node(LateAnswers):
                         found = get(key) if entry is None else entry[0]
                     else:
                         found = get(key)
-                    if found is None:
-                        answer = RESPONSE_NOT_FOUND
-                    elif len(found) < SMALL_VALUE:
-                        answer = pack_head(HEADER_V1, _SUCCESS, len(found)) + found
-                    else:
-                        # A large value goes out as a second piece: it is copied once, by the join
-                        # in _flush, however large it is.
-                        out.append(pack_head(HEADER_V1, _SUCCESS, len(found)))
-                        size += 9
-                        answer = found
-                elif op == PUT or op == DELETE:
-                    if commit is None:
-                        if op == PUT:
-                            backend.put(key, value)
+                    # The stored envelope: its kind, version, then the value (funnelkvs.versions).
+                    kind = 0 if found is None else found[0]
+                    if kind == KIND_VALUE:
+                        length = len(found) - HEADER_SIZE  # type: ignore[arg-type]
+                        if length < SMALL_VALUE:
+                            answer = pack_head(HEADER_V1, _SUCCESS, length) + found[HEADER_SIZE:]  # type: ignore[index]
                         else:
-                            backend.delete(key)
+                            # A large value goes out as a second piece: it is copied once, by the
+                            # join in _flush, however large it is.
+                            out.append(pack_head(HEADER_V1, _SUCCESS, length))
+                            size += 9
+                            answer = memoryview(found)[HEADER_SIZE:]  # type: ignore[arg-type,assignment]
+                    elif kind == KIND_HINT_VALUE:
+                        answer = encode_response(_SUCCESS, value_of(found))  # type: ignore[arg-type]
                     else:
-                        if sync_mark is None:
-                            sync_mark = len(out)
-                        commit.write(key, value if op == PUT else None)
+                        answer = RESPONSE_NOT_FOUND
+                elif op == PUT or op == DELETE:
+                    version = Version(self.hlc.now(), self._origin)
+                    envelope = pack_value(version, value) if op == PUT else pack_tombstone(version)
+                    if commit is not None and sync_mark is None:
+                        sync_mark = len(out)
+                    store.write(key, envelope)
                     answer = RESPONSE_OK
                 elif op == PING:
                     answer = RESPONSE_PONG
                 elif op == STATS:
-                    answer = encode_response(_SUCCESS, stats_text(backend.count(), backend.size()))
+                    answer = encode_response(_SUCCESS, stats_text(store.live, backend.size()))
                 elif op == INFO:
                     answer = encode_response(_SUCCESS, json.dumps(self.info()).encode())
                 else:  # the decoder only yields v1 ops; anything else is a bug, answered as one
@@ -535,13 +580,22 @@ class Node(LateAnswers):
             return
 
     def _refresh_stats(self) -> None:
-        self.metrics.refresh_storage(self.backend.count(), self.backend.size())
+        self.metrics.refresh_storage(self.store.live, self.backend.size())
 
     def info(self) -> dict[str, Any]:
         """What ``funnelkvs stats --json`` shows about this node."""
+        replication = self.replication
         return {
-            "keys": self.backend.count(),
+            # Live keys stored here as a replica (primaries and replicas; not tombstones, not hints).
+            "keys": self.store.live,
             "bytes": self.backend.size(),
+            "hints_pending": self.store.hints,
+            "tombstones": self.store.tombstones,
+            "read_repairs": 0 if replication is None else replication.coordinator.read_repairs,
+            "degraded_reads": 0 if replication is None else replication.coordinator.degraded_reads,
+            "quorum_failures": 0 if replication is None else replication.coordinator.quorum_failures,
+            "under_replicated": False if replication is None else replication.under_replicated(),
+            "replication": None if replication is None else replication.describe(),
             "node_id": self.node_id,
             "address": self.address,
             "backend": self.backend.name,

@@ -20,7 +20,8 @@ from funnelkvs.errors import FunnelKVSError, RemoteProtocolError, StorageBusy
 from funnelkvs.keyspace import ring_position
 from funnelkvs.loop import Future
 from funnelkvs.protocol import DELETE, GET, INFO, PING, PUT, STATS, Status, stats_text
-from funnelkvs.protocol.v2 import V2Request, encode_v2_response, parse_key_value
+from funnelkvs.protocol.v2 import V2Request, encode_v2_response, parse_key_request
+from funnelkvs.versions import Version, is_live, origin_of, pack_tombstone, pack_value, value_of
 
 if TYPE_CHECKING:
     from funnelkvs.node import Node
@@ -59,7 +60,7 @@ class V2Service:
         node.metrics.requests_by_op[op] += 1
         try:
             if op == GET or op == PUT or op == DELETE:
-                key, value = parse_key_value(op, body)
+                key, value, w, r = parse_key_request(op, body)
                 limits = node.settings.limits
                 if len(key) > limits.max_key_size or len(value) > limits.max_value_size:
                     # The same limits as v1 (whose decoder refuses before reading the body).
@@ -67,11 +68,26 @@ class V2Service:
                     reason = f"key of {len(key)} or value of {len(value)} bytes over the node's limits"
                     return encode_v2_response(Status.INVALID_REQUEST, request_id, reason.encode())
                 ring = node.ring
-                if ring is not None and not ring.alone:
+                replication = node.replication
+                coordinating = replication is not None and replication.active
+                if w or r:
+                    factor = node.settings.replication.factor
+                    if w > factor or r > factor:
+                        reason = f"w={w} r={r}: a quorum cannot exceed replication.factor ({factor})"
+                        return encode_v2_response(Status.INVALID_REQUEST, request_id, reason.encode())
+                if ring is not None and (coordinating or not ring.alone):
                     position = ring_position(key)
-                    if not ring.owns(position):
+                    if not ring.alone and not ring.owns(position):
                         owner = ring.owner_hint(position)
                         return encode_v2_response(Status.NOT_RESPONSIBLE, request_id, owner.address.encode())
+                    if coordinating:
+                        coordinator = replication.coordinator  # type: ignore[union-attr]
+                        fill = self._filler(conn, request_id)
+                        if op == GET:
+                            coordinator.read(key, position, r, fill)
+                        else:
+                            coordinator.write(key, position, value if op == PUT else None, w, fill)
+                        return SLOTTED
                     transfers = ring.transfers
                     if transfers.incoming and transfers.covering(position) is not None:
                         if op != GET:
@@ -84,7 +100,7 @@ class V2Service:
             if op == PING:
                 return encode_v2_response(_SUCCESS, request_id, b"pong")
             if op == STATS:
-                text = stats_text(node.backend.count(), node.backend.size())
+                text = stats_text(node.store.live, node.backend.size())
                 return encode_v2_response(_SUCCESS, request_id, text)
             if op == INFO:
                 return encode_v2_response(_SUCCESS, request_id, json.dumps(node.info()).encode())
@@ -127,6 +143,7 @@ class V2Service:
         if key in node.pending_writes:
             return False
         try:
+            # A tombstone is present: the key was deleted here since the range became ours.
             return node.backend.get(key) is None
         except Exception:
             return False
@@ -146,14 +163,9 @@ class V2Service:
                 conn.waiting += 1
                 commit.read(key, functools.partial(node.on_read, conn, request_id))
                 return None
-            if found is None:
+            if found is None or not is_live(found):
                 return encode_v2_response(Status.NOT_FOUND, request_id)
-            return encode_v2_response(_SUCCESS, request_id, found)
-        if commit is None:
-            if op == PUT:
-                node.backend.put(key, value)
-            else:
-                node.backend.delete(key)
-        else:
-            commit.write(key, value if op == PUT else None)
+            return encode_v2_response(_SUCCESS, request_id, value_of(found))
+        version = Version(node.hlc.now(), origin_of(node.node_id))
+        node.store.write(key, pack_value(version, value) if op == PUT else pack_tombstone(version))
         return encode_v2_response(_SUCCESS, request_id)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from funnelkvs.errors import RemoteProtocolError
+from funnelkvs.errors import LocalProtocolError, RemoteProtocolError
 from funnelkvs.protocol import NEED_DATA, FrameError, Op, RequestDecoder, Status, encode_request
 from funnelkvs.protocol.v2 import (
     V2Request,
@@ -19,6 +19,7 @@ from funnelkvs.protocol.v2 import (
     encode_v2_request,
     encode_v2_response,
     key_value_body,
+    parse_key_request,
     parse_key_value,
 )
 from tests.conftest import ThreadNode
@@ -44,6 +45,99 @@ def test_key_value_bodies_round_trip_and_reject_bad_lengths() -> None:
             parse_key_value(Op.PUT, bad)
     with pytest.raises(RemoteProtocolError):
         parse_key_value(Op.GET, key_value_body(Op.GET, b"k") + b"extra")
+
+
+def test_the_quorum_trailer_bytes() -> None:
+    # docs/protocol.md, "Per-request quorums": GET "k" with r=2, PUT "k"="v" with w=3.
+    assert key_value_body(Op.GET, b"k", r=2) == bytes.fromhex("00000001 6b 00 02")
+    assert key_value_body(Op.PUT, b"k", b"v", w=3) == bytes.fromhex("00000001 6b 00000001 76 03 00")
+    assert key_value_body(Op.DELETE, b"k", w=1, r=0) == bytes.fromhex("00000001 6b 01 00")
+    # No quorum asked: no trailer, the body is the v1 layout byte for byte.
+    assert key_value_body(Op.PUT, b"k", b"v", w=0, r=0) == key_value_body(Op.PUT, b"k", b"v")
+    assert key_value_body(Op.GET, b"k") == bytes.fromhex("00000001 6b")
+    # The frames docs/protocol.md shows.
+    assert encode_v2_request(Op.GET, 1, key_value_body(Op.GET, b"k", r=2)) == bytes.fromhex(
+        "4b56530201 00000001 00000007 00000001 6b 0002"
+    )
+    assert encode_v2_request(Op.PUT, 2, key_value_body(Op.PUT, b"k", b"v", w=3)) == bytes.fromhex(
+        "4b56530202 00000002 0000000c 00000001 6b 00000001 76 0300"
+    )
+
+
+@pytest.mark.parametrize("op", [Op.GET, Op.PUT, Op.DELETE])
+def test_key_requests_round_trip_with_and_without_the_trailer(op: int) -> None:
+    value = b"value" if op == Op.PUT else b""
+    assert parse_key_request(op, key_value_body(op, b"key", value)) == (b"key", value, 0, 0)
+    assert parse_key_request(op, key_value_body(op, b"key", value, w=2, r=255)) == (b"key", value, 2, 255)
+    assert parse_key_request(op, key_value_body(op, b"", b"", r=1)) == (b"", b"", 0, 1)
+    # An explicit 00 00 trailer (never sent by this encoder) means the defaults too.
+    assert parse_key_request(op, key_value_body(op, b"key", value) + b"\x00\x00") == (b"key", value, 0, 0)
+    # The old parser keeps refusing what is not the plain layout.
+    with pytest.raises(RemoteProtocolError):
+        parse_key_value(op, key_value_body(op, b"key", value, w=2))
+
+
+def test_a_put_value_ending_like_a_trailer_is_read_by_its_length() -> None:
+    # The value's last two bytes could pass for "w=2, r=1": only the lengths decide.
+    plain = key_value_body(Op.PUT, b"k", b"abc\x02\x01")
+    assert parse_key_request(Op.PUT, plain) == (b"k", b"abc\x02\x01", 0, 0)
+    with_trailer = key_value_body(Op.PUT, b"k", b"abc\x02\x01", w=3)
+    assert parse_key_request(Op.PUT, with_trailer) == (b"k", b"abc\x02\x01", 3, 0)
+    # A key that ends like a trailer, in a GET.
+    assert parse_key_request(Op.GET, key_value_body(Op.GET, b"k\x00\x02")) == (b"k\x00\x02", b"", 0, 0)
+
+
+def test_a_large_put_body_in_a_bytearray_parses() -> None:
+    value = bytes(range(256)) * 300
+    body = bytearray(key_value_body(Op.PUT, b"big", value, w=2, r=2))
+    key, got, w, r = parse_key_request(Op.PUT, body)
+    assert (key, w, r) == (b"big", 2, 2)
+    assert type(got) is bytes and got == value
+
+
+@pytest.mark.parametrize(
+    ("op", "body"),
+    [
+        (Op.GET, b""),
+        (Op.GET, b"\x00\x00\x00"),
+        (Op.GET, struct.pack(">I", 1) + b"k" + b"\x01"),  # one byte too many: half a trailer
+        (Op.GET, struct.pack(">I", 1) + b"k" + b"\x01\x02\x03"),  # three too many
+        (Op.GET, struct.pack(">I", 5) + b"k"),  # the key runs past the body
+        (Op.DELETE, struct.pack(">I", 1) + b"k" + b"\x01\x02\x03\x04"),
+        (Op.PUT, struct.pack(">I", 1) + b"k"),  # no value length
+        (Op.PUT, struct.pack(">I", 1) + b"k" + struct.pack(">I", 1) + b"v" + b"\x01"),
+        (Op.PUT, struct.pack(">I", 1) + b"k" + struct.pack(">I", 1) + b"v" + b"\x01\x02\x03"),
+        (Op.PUT, struct.pack(">I", 1) + b"k" + struct.pack(">I", 9) + b"v"),  # the value runs past
+        (Op.PUT, struct.pack(">I", 1) + b"k" + struct.pack(">I", 2) + b"v"),  # a byte short
+    ],
+)
+def test_parse_key_request_refuses_bodies_that_do_not_add_up(op: int, body: bytes) -> None:
+    with pytest.raises(RemoteProtocolError):
+        parse_key_request(op, body)
+
+
+@pytest.mark.parametrize(("w", "r"), [(256, 0), (0, 256), (-1, 0), (0, -1), (1.0, 0), (0, "2"), (True, 0)])
+def test_the_encoder_refuses_quorums_a_u8_cannot_carry(w: object, r: object) -> None:
+    with pytest.raises(LocalProtocolError):
+        key_value_body(Op.GET, b"k", w=w, r=r)  # type: ignore[arg-type]
+
+
+def test_the_encoder_refuses_a_quorum_on_an_op_without_a_key() -> None:
+    with pytest.raises(LocalProtocolError):
+        key_value_body(Op.PING, b"", w=1)
+    assert key_value_body(Op.PING, b"") == b""
+
+
+@given(
+    st.sampled_from([Op.GET, Op.PUT, Op.DELETE]),
+    st.binary(max_size=40),
+    st.binary(max_size=40),
+    st.integers(0, 255),
+    st.integers(0, 255),
+)
+def test_any_key_request_round_trips(op: int, key: bytes, value: bytes, w: int, r: int) -> None:
+    value = value if op == Op.PUT else b""
+    assert parse_key_request(op, key_value_body(op, key, value, w, r)) == (key, value, w, r)
 
 
 frames = st.lists(

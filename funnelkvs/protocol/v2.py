@@ -129,21 +129,46 @@ _KEYED = frozenset((0x01, 0x03))  # GET, DELETE
 _PUT = 0x02
 
 
-def key_value_body(op: int, key: bytes, value: bytes | bytearray = b"") -> bytes:
+#: The optional quorum trailer of a v2 GET/PUT/DELETE body: ``w u8 | r u8`` (0: the node's default).
+QUORUM_TRAILER: Final = struct.Struct(">BB")
+QUORUM_TRAILER_SIZE: Final = 2
+#: The largest w or r the trailer can carry (a u8).
+QUORUM_MAX: Final = 0xFF
+
+
+def key_value_body(op: int, key: bytes, value: bytes | bytearray = b"", w: int = 0, r: int = 0) -> bytes:
     """The v2 body of GET/DELETE (``key_len u32 | key``) or PUT (``... | value_len u32 | value``):
-    the v1 layout after the op byte. Other ops of the v1 set (PING, STATS, INFO) have an empty body."""
+    the v1 layout after the op byte, then the quorum trailer ``w u8 | r u8`` only when ``w`` or ``r``
+    is non-zero (0 means the node's default; docs/protocol.md, "Per-request quorums"). Other ops of
+    the v1 set (PING, STATS, INFO) have an empty body and take no quorum.
+
+    Raises :class:`LocalProtocolError` for a key or value longer than a u32 can declare, a ``w`` or
+    ``r`` outside 0-255, or a quorum asked of an op without a key.
+    """
     if len(key) > U32_MAX or len(value) > U32_MAX:
         raise LocalProtocolError("key or value longer than a u32 length can declare")
+    if w or r:
+        for name, count in (("w", w), ("r", r)):
+            if type(count) is not int or not 0 <= count <= QUORUM_MAX:
+                raise LocalProtocolError(
+                    f"{name} must be a whole number from 0 to {QUORUM_MAX}, not {count!r}"
+                )
+        trailer = QUORUM_TRAILER.pack(w, r)
+    else:
+        trailer = b""
     if op in _KEYED:
-        return _U32.pack(len(key)) + key
+        return b"".join((_U32.pack(len(key)), key, trailer))
     if op == _PUT:
-        return b"".join((_U32.pack(len(key)), key, _U32.pack(len(value)), value))
+        return b"".join((_U32.pack(len(key)), key, _U32.pack(len(value)), value, trailer))
+    if trailer:
+        raise LocalProtocolError(f"v2 op {op:#04x} has no key: it takes no w or r")
     return b""
 
 
 def parse_key_value(op: int, body: bytes | bytearray) -> tuple[bytes, bytes | bytearray]:
     """``(key, value)`` from a v2 GET/DELETE/PUT body (value empty for GET and DELETE). Raises
-    :class:`RemoteProtocolError` when the lengths do not add up to the body."""
+    :class:`RemoteProtocolError` when the lengths do not add up to the body. A quorum trailer is
+    refused here: :func:`parse_key_request` is the parser for the bodies a client sends."""
     size = len(body)
     if size < 4:
         raise RemoteProtocolError(f"v2 op {op:#04x}: body of {size} bytes has no key length")
@@ -160,3 +185,41 @@ def parse_key_value(op: int, body: bytes | bytearray) -> tuple[bytes, bytes | by
     if key_end != size:
         raise RemoteProtocolError(f"v2 op {op:#04x}: the key length does not match the body")
     return bytes(body[4:key_end]), b""
+
+
+def parse_key_request(op: int, body: bytes | bytearray) -> tuple[bytes, bytes | bytearray, int, int]:
+    """``(key, value, w, r)`` from a v2 GET/DELETE/PUT body, with or without the quorum trailer
+    (``w``, ``r`` 0 when absent: the node's default). The value is empty for GET and DELETE; any op
+    other than PUT is read as a key-only body.
+
+    The length fields alone decide whether a trailer is there (the body is 2 bytes longer than they
+    account for), never the bytes themselves: a PUT value may end in anything. Raises
+    :class:`RemoteProtocolError` when the body is neither exactly the fields nor the fields and 2 bytes.
+    """
+    size = len(body)
+    if size < 4:
+        raise RemoteProtocolError(f"v2 op {op:#04x}: body of {size} bytes has no key length")
+    key_end = 4 + _unpack_u32(body, 0)[0]
+    if op == _PUT:
+        if key_end + 4 > size:
+            raise RemoteProtocolError("v2 PUT: the key runs past the body")
+        value_start = key_end + 4
+        fields_end = value_start + _unpack_u32(body, key_end)[0]
+    else:
+        value_start = fields_end = key_end
+    if fields_end == size:
+        w = r = 0
+    elif fields_end + QUORUM_TRAILER_SIZE == size:
+        w, r = QUORUM_TRAILER.unpack_from(body, fields_end)
+    else:
+        what = "key and value lengths" if op == _PUT else "the key length"
+        if fields_end > size:
+            raise RemoteProtocolError(f"v2 op {op:#04x}: {what} run past the {size}-byte body")
+        raise RemoteProtocolError(
+            f"v2 op {op:#04x}: {what} leave {size - fields_end} bytes of a {size}-byte body "
+            f"(0, or {QUORUM_TRAILER_SIZE} for the w/r trailer)"
+        )
+    key = bytes(body[4:key_end])
+    # A large body arrives as a bytearray: its value is sliced out (one copy, for now).
+    value = bytes(body[value_start:fields_end]) if op == _PUT else b""
+    return key, value, w, r

@@ -92,6 +92,8 @@ class RingEvents:
         self.successors_changed: list[Callable[[tuple[NodeRef, ...]], None]] = []
         self.joined: list[Callable[[NodeRef], None]] = []
         self.left: list[Callable[[], None]] = []
+        #: This node starts a graceful leave.
+        self.leaving: list[Callable[[], None]] = []
 
 
 class RingDriver:
@@ -267,6 +269,8 @@ class RingDriver:
             return
         successor = self.chord.successor
         log.info("leaving the ring: handing the keys to %s", successor.address)
+        for listener in self.events.leaving:
+            listener()
         self.transfers.on_done.append(self._handed_over)
         self._stop_after_leave = self.loop.call_later(LEAVE_DEADLINE, self._leave_timed_out)
         self._run(self.chord.leave())

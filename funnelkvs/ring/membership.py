@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from funnelkvs.chord import GetNeighbours, Neighbours, NodeRef
@@ -46,6 +47,9 @@ class Membership:
         self.complete = True
         self._walking = False
         self._timer: PeriodicTimer | None = None
+        #: ``listener(reached, complete)`` after each walk: the nodes it actually reached (alive), and
+        #: whether it went all the way round (replication's member table listens).
+        self.on_walk: list[Callable[[list[NodeRef], bool], None]] = []
 
     def start(self) -> None:
         self._timer = self.driver.loop.call_every(self.driver.settings.membership_interval, self.refresh)
@@ -121,9 +125,10 @@ class Membership:
                 reply = None
         if not isinstance(reply, Neighbours):
             # Merge what this walk learnt with the last view rather than forget the rest of the ring.
+            reached = list(seen.values())
             for member in self.members:
                 seen.setdefault(member.node_id, member)
-            self._install(seen, complete=False)
+            self._install(seen, complete=False, reached=reached)
             return
         last = node
         for member in reply.successors:
@@ -137,8 +142,11 @@ class Membership:
             return
         self._step(last, seen, budget - 1)
 
-    def _install(self, seen: dict[int, NodeRef], *, complete: bool) -> None:
+    def _install(self, seen: dict[int, NodeRef], *, complete: bool, reached: list[NodeRef] | None = None) -> None:
         self._walking = False
         self.members = sorted(seen.values(), key=lambda member: member.node_id)
         self._ids = [member.node_id for member in self.members]
         self.complete = complete
+        alive = list(seen.values()) if reached is None else reached
+        for listener in self.on_walk:
+            listener(alive, complete)
