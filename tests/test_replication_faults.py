@@ -60,7 +60,25 @@ def start_replicated_ring(
 
     nodes = start_ring(tmp_path, count, start=start)
     wait_until_stable(nodes)
+    wait_until_members_known(nodes)
     return nodes
+
+
+def wait_until_members_known(nodes: Sequence[NodeProcess], timeout: float = 20.0) -> None:
+    """Wait until every node's replication knows every member (INFO ``replication.members``): before,
+    a node places copies on the members it knows, fewer than N. Returns at once on a node without
+    replication (INFO without the section): then the checker tells what is missing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sections = [info(node.address).get("replication") for node in nodes]
+        if any(section is None for section in sections):
+            return
+        known = [section.get("members") for section in sections]
+        if all(count == len(nodes) for count in known):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"members known by each node after {timeout} s: {known}")
+        time.sleep(0.1)
 
 
 def node_ids(nodes: Sequence[NodeProcess]) -> dict[int, NodeProcess]:
