@@ -496,7 +496,7 @@ class Node(LateAnswers):
                 elif op == PING:
                     answer = RESPONSE_PONG
                 elif op == STATS:
-                    answer = encode_response(_SUCCESS, stats_text(store.live, backend.size()))
+                    answer = encode_response(_SUCCESS, stats_text(store.live, store.value_bytes()))
                 elif op == INFO:
                     answer = encode_response(_SUCCESS, json.dumps(self.info()).encode())
                 else:  # the decoder only yields v1 ops; anything else is a bug, answered as one
@@ -580,7 +580,7 @@ class Node(LateAnswers):
             return
 
     def _refresh_stats(self) -> None:
-        self.metrics.refresh_storage(self.store.live, self.backend.size())
+        self.metrics.refresh_storage(self.store.live, self.store.value_bytes())
 
     def info(self) -> dict[str, Any]:
         """What ``funnelkvs stats --json`` shows about this node."""
@@ -588,7 +588,7 @@ class Node(LateAnswers):
         return {
             # Live keys stored here as a replica (primaries and replicas; not tombstones, not hints).
             "keys": self.store.live,
-            "bytes": self.backend.size(),
+            "bytes": self.store.value_bytes(),
             "hints_pending": self.store.hints,
             "tombstones": self.store.tombstones,
             "read_repairs": 0 if replication is None else replication.coordinator.read_repairs,

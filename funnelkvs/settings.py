@@ -6,7 +6,7 @@ these dataclasses. Defaults here are the documented defaults (config.example.yam
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,23 @@ class StorageSettings:
 
 @dataclass(slots=True)
 class ReplicationSettings:
-    factor: int = 1
-    write_quorum: int = 1
-    read_quorum: int = 1
+    #: Copies kept of each key (N): the key's owner and the next N-1 members.
+    factor: int = 3
+    #: W and R; None means min(2, factor), so a config that sets only the factor stays valid.
+    write_quorum: int | None = None
+    read_quorum: int | None = None
     strategy: str = "successor-list"
     conflict_resolver: str = "last-writer-wins"
+
+    @property
+    def w(self) -> int:
+        """The write quorum in effect."""
+        return min(2, self.factor) if self.write_quorum is None else self.write_quorum
+
+    @property
+    def r(self) -> int:
+        """The read quorum in effect."""
+        return min(2, self.factor) if self.read_quorum is None else self.read_quorum
 
 
 @dataclass(slots=True)
@@ -98,16 +110,3 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     plugins: PluginSettings = field(default_factory=PluginSettings)
-
-
-def not_yet_used(settings: Settings) -> list[str]:
-    """Dotted paths of settings that differ from their defaults but that this version does not act on
-    yet: ``replication.*`` (replication). The node logs them in one warning at start; an entry goes
-    when the feature it waits for lands."""
-    defaults = Settings()
-    paths = [
-        f"replication.{f.name}"
-        for f in fields(ReplicationSettings)
-        if getattr(settings.replication, f.name) != getattr(defaults.replication, f.name)
-    ]
-    return paths

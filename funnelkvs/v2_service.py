@@ -100,7 +100,7 @@ class V2Service:
             if op == PING:
                 return encode_v2_response(_SUCCESS, request_id, b"pong")
             if op == STATS:
-                text = stats_text(node.store.live, node.backend.size())
+                text = stats_text(node.store.live, node.store.value_bytes())
                 return encode_v2_response(_SUCCESS, request_id, text)
             if op == INFO:
                 return encode_v2_response(_SUCCESS, request_id, json.dumps(node.info()).encode())

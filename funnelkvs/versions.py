@@ -205,11 +205,18 @@ def pack_value(version: Version, value: bytes | bytearray) -> bytes | bytearray:
 
     A ``bytearray`` is turned into the envelope in place (the header is inserted at its front) and
     returned: the function takes ownership of it, and the caller must not use it as the value again.
-    That spares a second buffer the size of the value (up to 16 MiB). ``bytes`` are copied once.
+    That spares a second buffer the size of the value (up to 16 MiB). ``bytes``, and a ``bytearray``
+    that cannot be resized because a ``memoryview`` of it is alive, are copied once into new
+    ``bytes`` (the ``bytearray`` is then left unchanged).
     """
     header = HEADER.pack(KIND_VALUE, version.hlc, version.origin)
     if isinstance(value, bytearray):
-        value[0:0] = header
+        try:
+            value[0:0] = header
+        except BufferError:
+            # A memoryview of it is alive (the connection's receive buffer, say): a bytearray with
+            # exports cannot be resized, so this one is copied like bytes, and left as it was.
+            return header + value
         return value
     return header + value
 

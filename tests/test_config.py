@@ -23,7 +23,7 @@ from funnelkvs.config import (
     settings_to_mapping,
 )
 from funnelkvs.errors import ConfigError
-from funnelkvs.settings import Settings, not_yet_used
+from funnelkvs.settings import Settings
 from funnelkvs.storage.datadir import claim
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -409,13 +409,12 @@ def test_without_a_backend_a_directory_without_a_marker_is_refused(tmp_path: Pat
     assert not missing.exists()
 
 
-def test_settings_not_used_yet() -> None:
-    assert not_yet_used(Settings()) == []
-    assert not_yet_used(settings_from_mapping({"replication": {"factor": 1, "read_quorum": 1}})) == []
-    settings = settings_from_mapping(
-        {"node": {"join": ["127.0.0.1:9001"]}, "replication": {"factor": 3, "strategy": "other"}}
-    )
-    assert not_yet_used(settings) == ["replication.factor", "replication.strategy"]
+def test_quorums_default_to_two_or_the_factor() -> None:
+    assert (Settings().replication.w, Settings().replication.r) == (2, 2)
+    one = settings_from_mapping({"replication": {"factor": 1}}).replication
+    assert (one.factor, one.w, one.r) == (1, 1, 1)
+    five = settings_from_mapping({"replication": {"factor": 5, "write_quorum": 4}}).replication
+    assert (five.w, five.r) == (4, 2)
 
 
 def test_plugin_sections() -> None:
@@ -563,7 +562,7 @@ def test_cli_check_reports_every_problem_one_per_line(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "node:\n  port: 70000\n  prot: 1\n  port: 2\n"
-        "replication:\n  write_quorum: 2\n"
+        "replication:\n  write_quorum: 4\n"
         "secret: ${NO_SUCH_VAR_XYZ}\n",
     )
     result = funnelkvs("config", "check", "--no-plugins", str(path))
@@ -574,7 +573,7 @@ def test_cli_check_reports_every_problem_one_per_line(tmp_path: Path) -> None:
     assert lines == [
         f"{path}:3: node.prot: unknown key (did you mean 'port'?)",
         f"{path}:4: node.port: duplicate key (first given on line 2)",
-        f"{path}:6: replication.write_quorum: 2 is not a valid quorum (1-1: at most replication.factor)",
+        f"{path}:6: replication.write_quorum: 4 is not a valid quorum (1-3: at most replication.factor)",
         f"{path}:7: secret: environment variable NO_SUCH_VAR_XYZ is not set "
         "(set it, or give a default: ${NO_SUCH_VAR_XYZ:-default})",
         f"{path}:7: secret: unknown key (expected one of: limits, logging, metrics, node, plugins, "

@@ -21,6 +21,7 @@ from funnelkvs.storage.datadir import (
     claim,
     read_format,
     recorded_backend,
+    upgrade_command,
 )
 
 
@@ -97,8 +98,47 @@ def test_other_backend_is_refused_with_a_clear_message(tmp_path: Path) -> None:
 
 def test_other_format_version_is_refused(tmp_path: Path) -> None:
     claim(tmp_path, "lmdb", 2).release()
-    with pytest.raises(StorageFormatError, match=r"holds lmdb format 2; .* reads format 1 only"):
+    with pytest.raises(
+        StorageFormatError, match=r"holds lmdb format 2, written by a newer release; .* reads format 1 only"
+    ):
         claim(tmp_path, "lmdb", 1)
+    claim(tmp_path / "old", "lmdb", 1).release()
+    with pytest.raises(StorageFormatError, match=r"holds lmdb format 1; .* reads format 3 only$"):
+        claim(tmp_path / "old", "lmdb", 3, upgradable_from=(2,))
+
+
+def test_an_upgradable_format_is_refused_with_the_command_that_upgrades_it(tmp_path: Path) -> None:
+    path = tmp_path / "node 1"  # a space: the command must still be one a shell runs as shown
+    claim(path, "lmdb", 1).release()
+    with pytest.raises(StorageFormatError) as caught:
+        claim(path, "lmdb", 2, upgradable_from=(1,))
+    assert str(caught.value) == (
+        f"data directory {path} holds lmdb format 1, written by an earlier release; this release reads "
+        f"format 2: upgrade it with `funnelkvs data upgrade --backend lmdb --path '{path}'`"
+    )
+    assert "\n" not in str(caught.value)
+    assert read_format(path) == DataFormat("lmdb", 1), "the marker was changed"
+    assert upgrade_command("sqlite", Path("/d")) == "funnelkvs data upgrade --backend sqlite --path /d"
+
+
+@pytest.mark.parametrize("backend_module", ["lmdb_backend", "sqlite_backend"])
+def test_persistent_backends_record_format_2_and_refuse_format_1(tmp_path: Path, backend_module: str) -> None:
+    import importlib
+
+    module = importlib.import_module(f"funnelkvs.storage.{backend_module}")
+    backend_class = {"lmdb_backend": "LmdbBackend", "sqlite_backend": "SqliteBackend"}[backend_module]
+    backend = getattr(module, backend_class)(tmp_path / "d")
+    name = backend.name
+    backend.close()
+    assert module.FORMAT_VERSION == 2 and module.UPGRADABLE_FROM == (1,)
+    assert read_format(tmp_path / "d") == DataFormat(name, 2)
+    (tmp_path / "d" / MARKER_NAME).write_text(json.dumps({"backend": name, "format": 1}))
+    with pytest.raises(StorageFormatError, match=f"funnelkvs data upgrade --backend {name} --path"):
+        getattr(module, backend_class)(tmp_path / "d")
+    # Reading a format-1 directory is for the upgrade only, and read-only.
+    getattr(module, backend_class)(tmp_path / "d", read_only=True, data_format=1).close()
+    with pytest.raises(ValueError, match="read-only"):
+        getattr(module, backend_class)(tmp_path / "d", data_format=1)
 
 
 @pytest.mark.parametrize(

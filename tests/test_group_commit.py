@@ -12,6 +12,12 @@ from funnelkvs.errors import StorageError
 from funnelkvs.group_commit import GroupCommit, WriteBatch, apply_batch
 from funnelkvs.loop import EventLoop
 from funnelkvs.storage.memory import MemoryBackend
+from funnelkvs.versions import Version, pack_value
+
+
+def env(hlc: int, value: bytes) -> bytes:
+    """A stored envelope: the storage thread keeps the newest version of a key."""
+    return bytes(pack_value(Version(hlc, 0), value))
 
 
 class RecordingBackend(MemoryBackend):
@@ -43,18 +49,31 @@ class RecordingBackend(MemoryBackend):
         self.calls.append(("sync", b""))
 
 
-def test_apply_batch_applies_in_order_then_syncs_once() -> None:
+def test_apply_batch_stores_each_key_once_then_syncs_once() -> None:
     backend = RecordingBackend()
-    apply_batch(backend, [(b"a", b"1"), (b"b", None), (b"a", b"2")])
-    assert backend.calls == [("put", b"a"), ("delete", b"b"), ("put", b"a"), ("sync", b"")]
-    assert backend.get(b"a") == b"2"
+    backend.put(b"b", env(1, b"old"))
+    backend.calls.clear()
+    _, transitions = apply_batch(backend, [(b"a", env(1, b"1")), (b"b", None), (b"a", env(2, b"2"))])
+    assert backend.calls == [("put", b"a"), ("delete", b"b"), ("sync", b"")]
+    assert backend.get(b"a") == env(2, b"2")
+    assert sorted(transitions) == [(0, 1), (1, 0)]  # a: absent -> value; b: value -> gone
+
+
+def test_apply_batch_keeps_the_newer_version() -> None:
+    backend = RecordingBackend()
+    backend.put(b"a", env(5, b"new"))
+    backend.calls.clear()
+    _, transitions = apply_batch(backend, [(b"a", env(3, b"old")), (b"a", env(4, b"older"))])
+    assert backend.calls == [("sync", b"")]
+    assert backend.get(b"a") == env(5, b"new")
+    assert transitions == []
 
 
 def test_a_failed_write_still_syncs_and_raises() -> None:
     backend = RecordingBackend()
     backend.fail_on = b"b"
     with pytest.raises(StorageError, match="injected"):
-        apply_batch(backend, [(b"a", b"1"), (b"b", b"2"), (b"c", b"3")])
+        apply_batch(backend, [(b"a", env(1, b"1")), (b"b", env(1, b"2")), (b"c", env(1, b"3"))])
     assert backend.calls == [("put", b"a"), ("put", b"b"), ("sync", b"")]
 
 
@@ -72,17 +91,17 @@ def test_pending_keeps_a_key_until_the_batch_that_wrote_it_last_has_committed() 
     done: list[tuple[int, BaseException | None]] = []
     commit = GroupCommit(backend, loop, lambda batch, error: done.append((batch.seq, error)))
     try:
-        commit.write(b"k", b"first")
+        commit.write(b"k", env(1, b"first"))
         commit.wait("writer-1")
         commit.flush()  # batch 1 in flight, waiting at the gate
-        commit.write(b"k", b"second")  # batch 2 filling
+        commit.write(b"k", env(2, b"second"))  # batch 2 filling
         commit.wait("writer-2")
-        assert commit.pending[b"k"] == (b"second", 2)
+        assert commit.pending[b"k"] == (env(2, b"second"), 2)
         backend.sync_gate.set()
         run_until(loop, lambda: len(done) == 2)
         assert done == [(1, None), (2, None)]
         assert commit.pending == {}
-        assert backend.get(b"k") == b"second"
+        assert backend.get(b"k") == env(2, b"second")
     finally:
         commit.close()
         loop.close()

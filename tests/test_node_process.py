@@ -149,7 +149,7 @@ def test_data_dir_of_another_backend_is_refused(
     result = run_cli("node", "--port", "0", "--backend", "lmdb", "--data-dir", str(data))
     assert result.returncode == 5
     assert result.stderr == (
-        f"funnelkvs node: data directory {data} was created by the 'sqlite' backend (format 1); "
+        f"funnelkvs node: data directory {data} was created by the 'sqlite' backend (format 2); "
         "this node is configured for 'lmdb'\n"
     )
 

@@ -139,7 +139,8 @@ def test_ring_keys_match_each_nodes_own_stats(ring: list[NodeProcess]) -> None:
         own = cli("stats", "--json", "-s", str(row["address"]))
         assert own.returncode == 0, own.stderr
         assert row["keys"] == json.loads(own.stdout)["keys"]
-    assert sum(int(row["keys"]) for row in rows) == KEYS
+    # Three members and the default replication factor 3: every node holds every key.
+    assert [int(row["keys"]) for row in rows] == [KEYS] * 3
     assert all(int(row["keys"]) > 0 for row in rows)
 
 
@@ -170,7 +171,8 @@ def test_stats_cluster_json_totals_are_the_sums(ring: list[NodeProcess]) -> None
     assert all(member["status"] == "up" for member in members)
     assert {"keys", "bytes", "address", "uptime_s", "connections", "backend", "id"} <= set(members[0])
     totals = stats["totals"]
-    assert totals["keys"] == sum(member["keys"] for member in members) == KEYS
+    # Three members, replication factor 3: each holds every key.
+    assert totals["keys"] == sum(member["keys"] for member in members) == 3 * KEYS
     assert totals["bytes"] == sum(member["bytes"] for member in members) > 0
     assert (totals["members"], totals["up"], totals["down"]) == (3, 3, 0)
 
@@ -181,7 +183,7 @@ def test_stats_cluster_text(ring: list[NodeProcess]) -> None:
     lines = result.stdout.decode().splitlines()
     assert lines[0].split()[:2] == ["Address", "Status"]
     assert len(lines) == 5  # header, three members, the totals
-    assert lines[-1].startswith(f"total: {KEYS} keys, ")
+    assert lines[-1].startswith(f"total: {3 * KEYS} keys, ")
     assert lines[-1].endswith("on 3 members (3 up, 0 down)")
 
 
@@ -248,7 +250,8 @@ def test_leave_wait_returns_once_the_node_has_exited_and_nothing_is_lost(tmp_pat
             wait_for(left, 10.0, f"the node that left is gone from {survivor.address}'s view")
         stats = json.loads(cli("stats", "--cluster", "--json", "-s", nodes[0].address).stdout)
         assert stats["totals"]["members"] == 2
-        assert stats["totals"]["keys"] == KEYS  # every key is on a survivor
+        # Every key is on both survivors (two members left, so two copies of each).
+        assert stats["totals"]["keys"] == 2 * KEYS
         with Client(nodes[2].address) as client:
             assert client.get_many([f"key-{i}" for i in range(KEYS)]) == [
                 f"value-{i}".encode() for i in range(KEYS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,19 @@ from funnelkvs.keyspace import ring_position
 from funnelkvs.protocol import GET, PUT, Response, Status, encode_request
 from funnelkvs.testing.cluster import NodeProcess
 from funnelkvs.testing.ring import info, owner_index, start_ring, v1_pipeline, wait_until_stable
+
+
+@pytest.fixture
+def node_process_factory(node_process_factory: Callable[..., NodeProcess]) -> Callable[..., NodeProcess]:
+    """These tests check the ring itself (where a key's one copy lives, how ranges move): one copy
+    per key. Replication has tests of its own (test_replication*.py)."""
+
+    def factory(**kwargs: Any) -> NodeProcess:
+        kwargs.setdefault("config", {"replication": {"factor": 1}})
+        return node_process_factory(**kwargs)
+
+    return factory
+
 
 pytestmark = pytest.mark.soak
 

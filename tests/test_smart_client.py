@@ -224,7 +224,8 @@ class Ring:
     def add(self) -> NodeProcess:
         name = f"node{len(self.nodes)}"
         args = ["--join", self.nodes[0].address] if self.nodes else []
-        node = NodeProcess.start(self.workdir, args=args, name=name)
+        # One copy per key: these tests count where the client's requests land.
+        node = NodeProcess.start(self.workdir, args=args, name=name, config={"replication": {"factor": 1}})
         self.nodes.append(node)
         return node
 

@@ -205,6 +205,15 @@ def test_a_bytearray_value_becomes_the_envelope_in_place(version: Version, value
     assert value_of(env) == value and type(value_of(env)) is bytes
 
 
+def test_a_bytearray_with_a_live_memoryview_is_copied_and_left_alone() -> None:
+    buffer = bytearray(b"payload")
+    view = memoryview(buffer)  # e.g. the connection still holds a view of its receive buffer
+    env = pack_value(Version(3, 4), buffer)
+    assert env is not buffer and bytes(env) == bytes(pack_value(Version(3, 4), b"payload"))
+    assert buffer == b"payload" and view.tobytes() == b"payload"
+    view.release()
+
+
 @given(versions_st)
 def test_tombstone_round_trip(version: Version) -> None:
     env = pack_tombstone(version)

@@ -27,7 +27,19 @@ EXIT_SERVER_ERROR = 4
 EXIT_FAILURE = 5
 
 #: Sub-command modules, in the order ``--help`` lists them.
-COMMAND_MODULES = ("node", "kv", "ring", "leave", "cluster", "shell", "bench", "plugins", "config_cmd", "sim")
+COMMAND_MODULES = (
+    "node",
+    "kv",
+    "ring",
+    "leave",
+    "cluster",
+    "shell",
+    "bench",
+    "plugins",
+    "config_cmd",
+    "data",
+    "sim",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

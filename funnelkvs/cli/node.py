@@ -54,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
     from funnelkvs.config.registries import problems_with_names
     from funnelkvs.node import Node
     from funnelkvs.plugins import PluginHost
-    from funnelkvs.settings import not_yet_used
 
     source = args.config or "command line"
 
@@ -73,12 +72,6 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if unused := not_yet_used(settings):
-        log.warning(
-            "%s: not used by this version (replication is not implemented yet); "
-            "the ring keeps one copy of each key",
-            ", ".join(unused),
-        )
     try:
         # A plugin that fails to import or validate is logged and left out; only a clash of two
         # plugins over one name (or a bad FUNNELKVS_PLUGINS_AUTOLOAD) stops the start here.

@@ -69,8 +69,8 @@ SCHEMA: dict[str, Section] = {
         ReplicationSettings,
         {
             "factor": v.positive_int,
-            "write_quorum": v.positive_int,
-            "read_quorum": v.positive_int,
+            "write_quorum": v.optional(v.positive_int),
+            "read_quorum": v.optional(v.positive_int),
             "strategy": v.name("replication strategy"),
             "conflict_resolver": v.name("conflict resolver"),
         },
@@ -184,7 +184,11 @@ def _check_together(collector: _Collector, settings: Settings) -> None:
     if not _failed(collector, ("replication", "factor")):
         for key in ("write_quorum", "read_quorum"):
             quorum = getattr(replication, key)
-            if quorum > replication.factor and not _failed(collector, ("replication", key)):
+            if (
+                quorum is not None
+                and quorum > replication.factor
+                and not _failed(collector, ("replication", key))
+            ):
                 expected = f"1-{replication.factor}: at most replication.factor"
                 collector.problems.append(
                     Problem(("replication", key), f"{quorum} is not a valid quorum ({expected})")

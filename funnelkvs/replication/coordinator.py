@@ -117,7 +117,13 @@ class Coordinator:
         envelope = pack_tombstone(version) if value is None else pack_value(version, value)
         WriteRound(self, key, position, envelope, self.quorums(w, 0)[0], done).start()
 
-    def send_copy(self, target: Target, key: bytes, envelope: bytes | bytearray, on_written: Callable[[bool, bool], None]) -> None:
+    def send_copy(
+        self,
+        target: Target,
+        key: bytes,
+        envelope: bytes | bytearray,
+        on_written: Callable[[bool, bool], None],
+    ) -> None:
         """One copy of a write to one target (this node, a replica, or a fallback as a hint)."""
         if target.hint_for is not None:
             envelope = as_hint(envelope, target.hint_for.node_id.to_bytes(20, "big"))
@@ -135,7 +141,9 @@ class Coordinator:
         """Get ``key``: ``done(SUCCESS, value)``, ``done(NOT_FOUND, b"")`` or an error."""
         ReadRound(self, key, position, self.quorums(0, r)[1], done).start()
 
-    def ask_copy(self, target: Target, key: bytes, on_read: Callable[[bytes | None, bool, bool], None]) -> None:
+    def ask_copy(
+        self, target: Target, key: bytes, on_read: Callable[[bytes | None, bool, bool], None]
+    ) -> None:
         if target.node.node_id != self.me.node_id:
             self.channels.read(target.node, key, on_read)
             return
@@ -145,7 +153,10 @@ class Coordinator:
             envelope = self.store.read(key)
         except StorageBusy:
             self.store.read_waiting(
-                key, lambda found, error: on_read(None if found is None else bytes(found), error is not None, False)
+                key,
+                lambda found, error: on_read(
+                    None if found is None else bytes(found), error is not None, False
+                ),
             )
             return
         except Exception:
@@ -205,7 +216,13 @@ class WriteRound:
     )
 
     def __init__(
-        self, coordinator: Coordinator, key: bytes, position: int, envelope: bytes | bytearray, needed: int, done: Done
+        self,
+        coordinator: Coordinator,
+        key: bytes,
+        position: int,
+        envelope: bytes | bytearray,
+        needed: int,
+        done: Done,
     ) -> None:
         self.coordinator = coordinator
         self.key = key
@@ -318,7 +335,9 @@ class ReadRound:
 
     def _ask(self, target: Target) -> None:
         self.coordinator.ask_copy(
-            target, self.key, lambda envelope, failed, timed_out: self._answered(target, envelope, failed, timed_out)
+            target,
+            self.key,
+            lambda envelope, failed, timed_out: self._answered(target, envelope, failed, timed_out),
         )
 
     def _answered(self, target: Target, envelope: bytes | None, failed: bool, timed_out: bool) -> None:
@@ -329,7 +348,9 @@ class ReadRound:
             self.timed_out |= timed_out
             coordinator.members.suspect(target.node.node_id, coordinator.loop.time())
             missing = target.hint_for or target.node
-            for fallback in coordinator.placement.fallbacks(self.position, [missing], coordinator.loop.time(), self.used):
+            for fallback in coordinator.placement.fallbacks(
+                self.position, [missing], coordinator.loop.time(), self.used
+            ):
                 self.outstanding += 1
                 self._ask(fallback)
         else:

@@ -42,6 +42,7 @@ from funnelkvs.replication.ringview import NodeRef
 from funnelkvs.versions import HybridLogicalClock, check_envelope, origin_of
 
 if TYPE_CHECKING:
+    from funnelkvs.chord import NodeRef as ChordNodeRef
     from funnelkvs.node import Node
     from funnelkvs.replication.resolver import ConflictResolver
     from funnelkvs.replication.strategy import ReplicationStrategy
@@ -85,8 +86,8 @@ class Replication:
             resolver,
             self.hlc,
             origin_of(node.node_id),
-            settings.write_quorum,
-            settings.read_quorum,
+            settings.w,
+            settings.r,
         )
         self._under_replicated_logged = False
 
@@ -102,7 +103,9 @@ class Replication:
         ring = node.ring
         if ring is not None:
             ring.membership.on_walk.append(self._walked)
-            ring.events.joined.append(lambda successor: self._gossip_with(successor))
+            ring.events.joined.append(
+                lambda successor: self._gossip_with(NodeRef(successor.node_id, successor.address))
+            )
             ring.events.leaving.append(self._announce_left)
 
     @property
@@ -130,8 +133,8 @@ class Replication:
 
     # --- members -----------------------------------------------------------------------------------
 
-    def _walked(self, reached: list[NodeRef], complete: bool) -> None:
-        self.members.saw(reached, complete=complete)
+    def _walked(self, reached: list[ChordNodeRef], complete: bool) -> None:
+        self.members.saw([NodeRef(node.node_id, node.address) for node in reached], complete=complete)
         # Gossip: a random other member's table, so that every node knows the members that are down.
         now = self.node.loop.time()
         others = [node for node in self.members.view.nodes if node.node_id != self.me.node_id]

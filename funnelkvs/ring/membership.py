@@ -142,7 +142,9 @@ class Membership:
             return
         self._step(last, seen, budget - 1)
 
-    def _install(self, seen: dict[int, NodeRef], *, complete: bool, reached: list[NodeRef] | None = None) -> None:
+    def _install(
+        self, seen: dict[int, NodeRef], *, complete: bool, reached: list[NodeRef] | None = None
+    ) -> None:
         self._walking = False
         self.members = sorted(seen.values(), key=lambda member: member.node_id)
         self._ids = [member.node_id for member in self.members]

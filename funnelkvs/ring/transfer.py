@@ -44,6 +44,7 @@ from funnelkvs.protocol.rpc import (
     encode_range,
 )
 from funnelkvs.protocol.v2 import V2Response, key_value_body, parse_key_value
+from funnelkvs.versions import check_envelope, is_live, value_of
 
 if TYPE_CHECKING:
     from funnelkvs.node import Node
@@ -139,9 +140,14 @@ class Transfers:
         def done(result: Future[V2Response]) -> None:
             if result.exception() is not None:
                 answer(Status.SERVER_ERROR, b"")
-            else:
-                response = result.result()
+                return
+            response = result.result()
+            if response.status != Status.SUCCESS:
                 answer(response.status, response.body)
+            elif is_live(response.body):  # the old owner's envelope
+                answer(Status.SUCCESS, value_of(response.body))
+            else:
+                answer(Status.NOT_FOUND, b"")
 
         future.add_done_callback(done)
 
@@ -186,17 +192,16 @@ class Transfers:
             self._finish(incoming, notify=True)
 
     def _apply(self, incoming: Incoming, entries: list[tuple[bytes, bytes | None]]) -> None:
-        node = self.node
-        commit = node.group_commit
-        for key, value in entries:
-            if key in incoming.written:
-                continue  # written here since: newer than the old owner's copy
-            if commit is not None:
-                commit.write(key, value)
-            elif value is None:
-                node.backend.delete(key)
-            else:
-                node.backend.put(key, value)
+        store = self.node.store
+        for key, envelope in entries:
+            if envelope is None:
+                continue  # being removed at the source: nothing to take
+            problem = check_envelope(envelope)
+            if problem is not None:
+                log.error("transfer from %s: %s; entry skipped", incoming.source.address, problem)
+                continue
+            # Versions decide: a write made here since the range became ours is newer and stays.
+            store.write(key, envelope)
             incoming.pulled += 1
             self.received += 1
 
@@ -274,7 +279,11 @@ class Transfers:
         key_range = KeyRange(start, end)
         for listener in self.on_done:
             listener(key_range)
-        if not self.driver.owns(end):
+        replication = self.node.replication
+        # With several copies per key the old owner stays a replica of most of what it handed over;
+        # moving copies to where they belong is repair's work, so nothing is dropped here.
+        single_copy = replication is None or not replication.active
+        if single_copy and not self.driver.owns(end):
             self._dropping.append(key_range)
             self.driver.loop.call_soon(self._drop_some)
         return Status.SUCCESS, b""
@@ -298,10 +307,7 @@ class Transfers:
             for key in keys:
                 if self.driver.owns(ring_position(key)):
                     continue
-                if node.group_commit is not None:
-                    node.group_commit.write(key, None)
-                else:
-                    node.backend.delete(key)
+                node.store.remove(key)
             if len(keys) < DROP_BATCH:
                 self._dropping.pop(0)
             self.driver.loop.call_soon(self._drop_some)

@@ -1,11 +1,17 @@
 """A node's data directory: which backend and format wrote it, and which process writes it now.
 
 A persistent backend calls :func:`claim` before it opens anything. The first claim of an empty (or
-missing) directory writes ``FUNNELKVS_FORMAT``, a small JSON marker ``{"backend": "lmdb", "format": 1}``;
+missing) directory writes ``FUNNELKVS_FORMAT``, a small JSON marker ``{"backend": "lmdb", "format": 2}``;
 every later claim compares it with the opener's own name and format version and refuses a mismatch with
 :class:`~funnelkvs.errors.StorageFormatError`, so that the sqlite backend never reads an LMDB file as
 garbage (or the other way round). A directory that is not empty but has no marker is refused too: it
 holds something FunnelKVS did not write.
+
+The format number says how the backend's files are to be read, values included: format 1 (releases
+before replication) stored raw values, format 2 stores every value as a versioned envelope
+(:mod:`funnelkvs.versions`). A backend that can convert an older format says so (``upgradable_from``)
+and the refusal then names the command that converts it, ``funnelkvs data upgrade`` (see
+:mod:`funnelkvs.cli.data`).
 
 A writer also takes an exclusive ``flock`` on ``FUNNELKVS_LOCK``, held until :meth:`DataDir.release`,
 so two nodes pointed at one directory fail fast instead of interleaving their writes. The kernel drops
@@ -27,6 +33,8 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -69,10 +77,19 @@ class DataDir:
         return f"DataDir({str(self.path)!r}, {self.format.backend!r}, format {self.format.format})"
 
 
-def claim(path: Path, backend_name: str, format_version: int, *, read_only: bool = False) -> DataDir:
+def claim(
+    path: Path,
+    backend_name: str,
+    format_version: int,
+    *,
+    read_only: bool = False,
+    upgradable_from: Collection[int] = (),
+) -> DataDir:
     """Check (or, on first use, record) that ``path`` belongs to ``backend_name`` at ``format_version``.
 
     A missing directory is created (not when ``read_only``). Writers get the directory's lock.
+    ``upgradable_from``: the older formats ``funnelkvs data upgrade`` converts for this backend; the
+    refusal of such a directory names that command.
 
     :raises StorageFormatError: the directory was written by another backend or format, holds data
         with no marker, or its marker is unreadable.
@@ -100,7 +117,7 @@ def claim(path: Path, backend_name: str, format_version: int, *, read_only: bool
                 _refuse_foreign_files(path)
                 _write_marker(path, wanted)
             elif found != wanted:
-                raise StorageFormatError(_mismatch(path, found, wanted))
+                raise StorageFormatError(_mismatch(path, found, wanted, upgradable_from))
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -142,14 +159,26 @@ def _keep_private() -> None:
     os.umask(previous | 0o077)
 
 
-def _mismatch(path: Path, found: DataFormat, wanted: DataFormat) -> str:
+def upgrade_command(backend_name: str, path: Path) -> str:
+    """The shell command that converts ``path`` to ``backend_name``'s current format."""
+    return f"funnelkvs data upgrade --backend {shlex.quote(backend_name)} --path {shlex.quote(str(path))}"
+
+
+def _mismatch(path: Path, found: DataFormat, wanted: DataFormat, upgradable_from: Collection[int]) -> str:
     if found.backend != wanted.backend:
         return (
             f"data directory {path} was created by the {found.backend!r} backend (format {found.format}); "
             f"this node is configured for {wanted.backend!r}"
         )
+    if found.format in upgradable_from:
+        return (
+            f"data directory {path} holds {found.backend} format {found.format}, written by an earlier "
+            f"release; this release reads format {wanted.format}: upgrade it with "
+            f"`{upgrade_command(found.backend, path)}`"
+        )
+    newer = ", written by a newer release" if found.format > wanted.format else ""
     return (
-        f"data directory {path} holds {found.backend} format {found.format}; "
+        f"data directory {path} holds {found.backend} format {found.format}{newer}; "
         f"this version of the {wanted.backend!r} backend reads format {wanted.format} only"
     )
 

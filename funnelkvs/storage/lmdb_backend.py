@@ -1,6 +1,8 @@
 """The lmdb backend: a memory-mapped B+tree per node data directory (package ``lmdb``).
 
-On-disk layout (format 1), in the data directory: ``FUNNELKVS_FORMAT`` (see :mod:`.datadir`),
+On-disk layout (format 2: the values the node stores are versioned envelopes, see
+:mod:`funnelkvs.versions`; format 1, before replication, held raw values and is converted by
+``funnelkvs data upgrade``), in the data directory: ``FUNNELKVS_FORMAT`` (see :mod:`.datadir`),
 ``data.mdb`` and ``lock.mdb``, with two named databases:
 
 - ``entries``: LMDB key = the 20-byte ring digest of the FunnelKVS key, so LMDB's byte order is ring
@@ -64,7 +66,10 @@ from funnelkvs.storage.backend import StorageBackend
 from funnelkvs.storage.datadir import DataDir, claim
 from funnelkvs.storage.options import DURABILITY_MODES, OptionsReader
 
-FORMAT_VERSION: Final = 1
+#: 2: values are versioned envelopes (funnelkvs.versions). 1: raw values, before replication.
+FORMAT_VERSION: Final = 2
+#: Formats ``funnelkvs data upgrade`` converts to FORMAT_VERSION (funnelkvs.cli.data).
+UPGRADABLE_FROM: Final = (1,)
 _MIB: Final = 1024 * 1024
 DEFAULT_MAP_SIZE: Final = 64 * _MIB
 MIN_MAP_SIZE: Final = _MIB
@@ -89,6 +94,7 @@ class LmdbBackend(StorageBackend):
         map_size: int = DEFAULT_MAP_SIZE,
         scan_batch: int = DEFAULT_SCAN_BATCH,
         read_only: bool = False,
+        data_format: int = FORMAT_VERSION,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
@@ -105,7 +111,12 @@ class LmdbBackend(StorageBackend):
         self._pending: list[tuple[bytes, bytes | bytearray | None]] = []
         self._pending_bytes = 0
         self._failure: BaseException | None = None
-        self._datadir: DataDir = claim(self.path, self.name, FORMAT_VERSION, read_only=read_only)
+        if data_format != FORMAT_VERSION and not read_only:
+            # Only the upgrade reads an older format, and nothing may write one.
+            raise ValueError(f"{self.name}: format {data_format} can only be opened read-only")
+        self._datadir: DataDir = claim(
+            self.path, self.name, data_format, read_only=read_only, upgradable_from=UPGRADABLE_FROM
+        )
         try:
             self._env = lmdb.open(
                 str(self.path),

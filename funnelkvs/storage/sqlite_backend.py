@@ -1,6 +1,8 @@
 """The sqlite backend: one SQLite file per node data directory, written through ``sqlitedict``.
 
-On-disk layout (format 1), in the data directory: ``FUNNELKVS_FORMAT`` (see :mod:`.datadir`) and
+On-disk layout (format 2: the values the node stores are versioned envelopes, see
+:mod:`funnelkvs.versions`; format 1, before replication, held raw values and is converted by
+``funnelkvs data upgrade``), in the data directory: ``FUNNELKVS_FORMAT`` (see :mod:`.datadir`) and
 ``funnelkvs.sqlite3`` (plus ``-wal``/``-shm`` in WAL mode) holding
 
 - ``entries (key TEXT PRIMARY KEY, value BLOB)``: sqlitedict's own table shape. The stored key is
@@ -90,7 +92,10 @@ from funnelkvs.storage.sqlite_schema import DELETE as DELETE_SQL
 from funnelkvs.storage.sqlite_schema import GET as GET_SQL
 from funnelkvs.storage.sqlite_schema import PUT as PUT_SQL
 
-FORMAT_VERSION: Final = 1
+#: 2: values are versioned envelopes (funnelkvs.versions). 1: raw values, before replication.
+FORMAT_VERSION: Final = 2
+#: Formats ``funnelkvs data upgrade`` converts to FORMAT_VERSION (funnelkvs.cli.data).
+UPGRADABLE_FROM: Final = (1,)
 DATABASE_NAME: Final = "funnelkvs.sqlite3"
 JOURNAL_MODES: Final = ("wal", "delete")
 DEFAULT_TIMEOUT: Final = 30.0
@@ -126,6 +131,7 @@ class SqliteBackend(StorageBackend):
         timeout: float = DEFAULT_TIMEOUT,
         scan_batch: int = DEFAULT_SCAN_BATCH,
         read_only: bool = False,
+        data_format: int = FORMAT_VERSION,
     ) -> None:
         self.path = Path(path)
         self.file = self.path / DATABASE_NAME
@@ -147,9 +153,16 @@ class SqliteBackend(StorageBackend):
         self._writer_thread = 0
         #: get_waiting()'s connection, opened on first use (on the thread that uses it).
         self._waiting_reader: sqlite3.Connection | None = None
-        self._datadir: DataDir = claim(self.path, self.name, FORMAT_VERSION, read_only=read_only)
+        if data_format != FORMAT_VERSION and not read_only:
+            # Only the upgrade reads an older format, and nothing may write one.
+            raise ValueError(f"{self.name}: format {data_format} can only be opened read-only")
+        self._datadir: DataDir = claim(
+            self.path, self.name, data_format, read_only=read_only, upgradable_from=UPGRADABLE_FROM
+        )
         try:
             journal_mode = self._prepare(journal_mode)
+            #: The file's journal mode (a reader's is the writer's): what a copy of it should use.
+            self.journal_mode = journal_mode
             self._dict = self._open_dict(journal_mode)
         except BaseException:
             self._datadir.release()
