@@ -225,6 +225,14 @@ def test_keys_not_read_or_unreadable_are_reported(history: History, clock: Clock
     assert_only(result, unreadable=[(b"a", "status 3"), (b"b", "not read")])
 
 
+def test_a_key_without_an_acknowledged_write_may_be_unreadable(history: History, clock: Clock) -> None:
+    put(history, clock, b"refused", b"v", "failed")
+    put(history, clock, b"timed-out", b"v", "unknown")
+    result = check(history, {b"refused": Unreadable("status 3"), b"timed-out": Unreadable("status 3")})
+    assert_only(result)
+    assert result.keys_checked == 2
+
+
 def test_every_kind_at_once_is_counted_in_the_summary(history: History, clock: Clock) -> None:
     put(history, clock, b"lost", b"v")
     put(history, clock, b"phantom", b"v")

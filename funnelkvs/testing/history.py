@@ -23,7 +23,9 @@ What :func:`check` reports (:class:`CheckResult`):
 - ``phantoms``: a read (final, or a recorded ``get``) returned a value no put of that key wrote
   (``failed`` puts do not count: they never happened).
 - ``resurrected``: an acknowledged delete must be visible, yet the key reads a value.
-- ``unreadable``: the final read of a key failed or was not done (the key cannot be shown to survive).
+- ``unreadable``: the final read of a key with an acknowledged write failed or was not done (the key
+  cannot be shown to survive). A key whose writes all failed or are indeterminate may read as an
+  error: nothing of it had to survive.
 
 Usage::
 
@@ -265,7 +267,11 @@ def check(history: History, final: Mapping[bytes, FinalRead]) -> CheckResult:
         result.keys_checked += 1
         observed = final.get(key, Unreadable("not read"))
         if isinstance(observed, Unreadable):
-            result.unreadable.append((key, observed.reason))
+            # Only a key with an acknowledged write has something that must be shown to survive; one
+            # whose writes all failed or are indeterminate may be absent, and a store that cannot
+            # tell (no copy answered) loses nothing by saying so.
+            if any(op.outcome is Outcome.OK for op in ops):
+                result.unreadable.append((key, observed.reason))
             continue
         if observed is not None and observed not in written_values[key]:
             result.phantoms.append(Phantom(key, observed, "final read"))
