@@ -372,6 +372,9 @@ class Node(LateAnswers):
                 conn.decoder.feed(self._recv_view[:received].tobytes())
             else:
                 conn.decoder.direct_received(received)
+                # Drop our view of the value's buffer: while any view of it lives, the envelope
+                # cannot be made in place (funnelkvs.versions.pack_value) and the value is copied.
+                direct = None
             self._answer(conn)
             if not conn.waiting:  # else its answers wait for the storage thread, in order
                 self._flush(conn)

@@ -34,6 +34,10 @@ class _NeedData:
 NEED_DATA: Final = _NeedData()
 
 
+#: Spare bytes allocated behind a large value's buffer (see _feed_body).
+ENVELOPE_HEADROOM = 17
+
+
 def _append(buf: bytes | bytearray, pos: int, data: bytes) -> tuple[bytes | bytearray, int]:
     """The decode buffer after ``data`` arrives: ``(buffer, position of the first undecoded byte)``.
 
@@ -165,7 +169,12 @@ class _Receiver:
                     # Half is here: from now on the value has its own buffer. Peak: the pieces (under
                     # half) and the buffer, for the time of this copy. Written through a memoryview:
                     # assigning to a slice of the bytearray itself would copy each piece first.
-                    self._body = bytearray(size)
+                    # Allocated with room for the 17-byte header the node puts in front of a stored
+                    # value (funnelkvs.versions.pack_value): shrinking back to ``size`` keeps the
+                    # allocation, so the header later goes in without a realloc that would grow the
+                    # buffer by CPython's 12.5 % over-allocation (2 MiB held more per 16 MiB value).
+                    self._body = bytearray(size + ENVELOPE_HEADROOM)
+                    del self._body[size:]
                     view = memoryview(self._body)
                     at = 0
                     for chunk in self._chunks:

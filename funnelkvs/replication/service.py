@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from typing import TYPE_CHECKING, Any
 
 from funnelkvs.errors import RemoteProtocolError, StorageBusy
@@ -39,7 +40,7 @@ from funnelkvs.replication.coordinator import Coordinator
 from funnelkvs.replication.members import Members
 from funnelkvs.replication.placement import Placement
 from funnelkvs.replication.ringview import NodeRef
-from funnelkvs.versions import HybridLogicalClock, check_envelope, origin_of
+from funnelkvs.versions import LOGICAL_BITS, HybridLogicalClock, check_envelope, origin_of
 
 if TYPE_CHECKING:
     from funnelkvs.chord import NodeRef as ChordNodeRef
@@ -55,6 +56,8 @@ MEMBER_LEFT = 0x1B
 #: liveness: a 16 MiB value to a busy peer takes a while).
 REPLICA_TIMEOUT = 3.0
 _HLC_OFFSET = 1  # the HLC sits right after an envelope's kind byte
+#: How far ahead of this node's wall clock a copy's version may be, in milliseconds.
+MAX_CLOCK_AHEAD_MS = 60_000
 
 
 class Replication:
@@ -206,8 +209,19 @@ class Replication:
         answer: Future[tuple[int, bytes]] = Future()
         hlc = self.hlc
         latest = 0
+        # A version from a clock far ahead would win every later write and drag every node's HLC
+        # forward: refused, as Kulkarni et al. (2014) refuse messages beyond their bound epsilon.
+        limit = ((time.time_ns() // 1_000_000 + MAX_CLOCK_AHEAD_MS) << LOGICAL_BITS) | 0xFFFF
         for index, (key, envelope) in enumerate(items):
             stamp = int.from_bytes(envelope[_HLC_OFFSET : _HLC_OFFSET + 8], "big")
+            if stamp > limit:
+                log.warning(
+                    "refusing a copy of a write stamped %.0f s ahead of this node's clock",
+                    ((stamp >> LOGICAL_BITS) - time.time_ns() // 1_000_000) / 1000,
+                )
+                statuses[index] = FAILED
+                remaining -= 1
+                continue
             latest = stamp if stamp > latest else latest
 
             def durable(error: BaseException | None, index: int = index) -> None:
@@ -219,11 +233,11 @@ class Replication:
                     answer.set_result((Status.SUCCESS, encode_write_results(statuses)))
 
             self.store.write(key, envelope, durable)
+        if remaining == 0 and not answer.done():
+            answer.set_result((Status.SUCCESS, encode_write_results(statuses)))
         if latest:
             # HLC receive rule: a write this node coordinates later orders after what it has seen.
             hlc.observe(latest)
-        if not items:
-            answer.set_result((Status.SUCCESS, encode_write_results(statuses)))
         return answer
 
     def _serve_read(self, body: bytes) -> tuple[int, bytes] | Future[tuple[int, bytes]]:
