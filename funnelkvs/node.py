@@ -291,7 +291,9 @@ class Node(LateAnswers):
         """The (cached) outbound connection to another node, on this node's loop. ``channel``:
         ``"data"`` for forwarded requests and transfers, ``"control"`` for the Chord RPCs, which must
         not queue behind thousands of forwarded requests: a ping that waits its turn there looks like
-        a dead peer to the failure detector."""
+        a dead peer to the failure detector; ``"replica"`` for the coordinator's replica messages,
+        which must not queue behind forwarded requests either (their answers wait on quorums that
+        need this node's replica answers: a cycle)."""
         key = (host, port, channel)
         peer = self._peers.get(key)
         if peer is None or peer.closed:

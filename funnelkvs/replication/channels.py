@@ -80,7 +80,10 @@ class ReplicaChannels:
 
         host, port = split_address(target.address)
         self.calls += 1
-        return self.node.peer(host, port).call(op, body, timeout=self.timeout)
+        # A connection of its own: a peer answers the requests of one connection in order, so a
+        # replica write queued behind a forwarded request (whose answer waits for this node's own
+        # quorum) would wait for us while we wait for it: the reference's forwarding deadlock.
+        return self.node.peer(host, port, "replica").call(op, body, timeout=self.timeout)
 
     def _send_writes(self, target: NodeRef, items: list[tuple[bytes, bytes | bytearray, OnWritten]]) -> None:
         future = self._peer_call(target, REPLICA_WRITE, encode_writes([(key, env) for key, env, _ in items]))
