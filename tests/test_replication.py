@@ -77,7 +77,7 @@ def test_a_quorum_that_cannot_be_met_is_an_error_with_a_message(
         assert "write quorum not reached" in str(raised.value)
         client.put(b"k", b"v")  # W=2: the two survivors
         assert client.get(b"k") == b"v"
-        with pytest.raises(FunnelKVSError, match="cannot exceed replication.factor"):
+        with pytest.raises(FunnelKVSError, match=r"cannot exceed replication\.factor"):
             client.get(b"k", r=4)
     deadline = time.monotonic() + 10
     while not info(survivors[0].address)["under_replicated"]:
