@@ -260,17 +260,17 @@ class WriteRound:
         else:
             self.failed.append(target.node.address)
             self.timed_out |= timed_out
-            if not self.finished:
-                # Sloppy quorum: the copy goes to the next live node instead, as a hint.
-                coordinator = self.coordinator
-                coordinator.members.suspect(target.node.node_id, coordinator.loop.time())
-                missing = target.hint_for or target.node
-                replacement = coordinator.placement.fallbacks(
-                    self.position, [missing], coordinator.loop.time(), self.used
-                )
-                for fallback in replacement:
-                    self.outstanding += 1
-                    self._send(fallback)
+            # Sloppy quorum: the copy goes to the next live node instead, as a hint (also once
+            # the client has its answer: the key should still end up with N copies).
+            coordinator = self.coordinator
+            coordinator.members.suspect(target.node.node_id, coordinator.loop.time())
+            missing = target.hint_for or target.node
+            replacement = coordinator.placement.fallbacks(
+                self.position, [missing], coordinator.loop.time(), self.used
+            )
+            for fallback in replacement:
+                self.outstanding += 1
+                self._send(fallback)
         self._check()
 
     def _check(self) -> None:

@@ -110,6 +110,11 @@ class Replication:
                 lambda successor: self._gossip_with(NodeRef(successor.node_id, successor.address))
             )
             ring.events.leaving.append(self._announce_left)
+            # Chord learns of new nodes before the next membership walk does (a notify, a longer
+            # successor list): take them as members at once, so that a young ring places its
+            # first writes on the right nodes.
+            ring.events.successors_changed.append(lambda successors: self._met(list(successors)))
+            ring.events.predecessor_changed.append(lambda old, new: self._met([] if new is None else [new]))
 
     @property
     def active(self) -> bool:
@@ -153,6 +158,10 @@ class Replication:
                 self.placement.n,
             )
         self._under_replicated_logged = under
+
+    def _met(self, nodes: list[ChordNodeRef]) -> None:
+        if nodes:
+            self.members.saw([NodeRef(node.node_id, node.address) for node in nodes], complete=False)
 
     def _gossip_with(self, peer_ref: NodeRef) -> None:
         from funnelkvs.ring.driver import split_address
