@@ -133,6 +133,15 @@ class Network:
             self._apply(node, node.on_fix_fingers(now))
         self.run_until_idle()
 
+    def successor_ids(self) -> dict[int, int]:
+        """Each live node's successor id, by node id (to watch for changes)."""
+        return {ident: node.successor.node_id for ident, node in self.live.items()}
+
+    @property
+    def joins_waiting(self) -> bool:
+        """Whether a failed join waits to be retried at the next round."""
+        return bool(self._join_retries)
+
     def changes(self) -> int:
         return sum(node.changes for node in self.live.values())
 
