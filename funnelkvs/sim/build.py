@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 
 from funnelkvs.chord.node_state import Status
 from funnelkvs.keyspace import RING_BITS
@@ -45,7 +46,9 @@ def quiet_rounds_for(n: int) -> int:
     return max(2, math.ceil(math.log2(max(n, 2)))) + 2
 
 
-def grow_in_batches(net: Network, ids: list[int], rng: random.Random) -> None:
+def grow_in_batches(
+    net: Network, ids: list[int], rng: random.Random, progress: Callable[[str], None] | None = None
+) -> None:
     """Every id joins ``net`` through the protocol (the first creates the ring when it is empty)."""
     pending = list(ids)
     if not net.live:
@@ -59,6 +62,8 @@ def grow_in_batches(net: Network, ids: list[int], rng: random.Random) -> None:
                 break
             net.join(pending.pop(0), seed, run=False)
         settle_successors(net)
+        if progress is not None:
+            progress(f"joining: {len(ids) - len(pending)}/{len(ids)} nodes")
 
 
 def settle_successors(net: Network, min_rounds: int = ROUNDS_PER_BATCH) -> int:
@@ -77,7 +82,17 @@ def settle_successors(net: Network, min_rounds: int = ROUNDS_PER_BATCH) -> int:
 
 def build_ring(n: int, successors: int, rng: random.Random) -> Network:
     """A stabilized ring of ``n`` nodes with successor lists of length ``successors``."""
+    return build_from_ids(random_ids(rng, n), successors, rng)
+
+
+def build_from_ids(
+    ids: list[int], successors: int, rng: random.Random, progress: Callable[[str], None] | None = None
+) -> Network:
+    """A stabilized ring of the nodes ``ids`` (joining in that order) with successor lists of length
+    ``successors``; ``progress`` is told how far the build is, as text."""
     net = Network(successors=successors)
-    grow_in_batches(net, random_ids(rng, n), rng)
-    net.stabilize_until_quiescent(quiet_rounds=quiet_rounds_for(n))
+    grow_in_batches(net, ids, rng, progress)
+    if progress is not None:
+        progress(f"stabilizing {len(ids)} nodes")
+    net.stabilize_until_quiescent(quiet_rounds=quiet_rounds_for(len(ids)))
     return net
