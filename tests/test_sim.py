@@ -57,7 +57,7 @@ def test_the_ring_built_through_joins_is_the_true_ring() -> None:
 
 
 def test_mean_hops_at_256_nodes_is_half_log2_n() -> None:
-    """Paper §VI.C (Fig. 10): about ½·log2 N hops with fingers only, averaged over seeds; the
+    """Paper 6.3 (Fig. 10): about ½·log2 N hops with fingers only, averaged over seeds; the
     successor list only shortens paths."""
     results = [run(SimSettings(nodes=256, seed=seed)) for seed in (0, 1, 2)]
     expected = 0.5 * math.log2(256)
@@ -81,7 +81,7 @@ def test_half_the_nodes_failing_at_once_loses_no_live_key() -> None:
 
 
 def test_churn_loses_no_lookup_with_retries_and_ends_in_a_valid_ring() -> None:
-    """Paper §VI.D: lookups during joins and failures. Without retries some meet a dead node or a
+    """Paper 6.5: lookups during joins and failures. Without retries some meet a dead node or a
     stale successor; with retries through the successor list (and a later retry when the owner
     disowns the key) none fails, and the ring is valid once stabilized."""
     result = run(SimSettings(nodes=128, keys=6000, seed=5, churn=60, churn_rate=3))
@@ -97,7 +97,7 @@ def test_churn_loses_no_lookup_with_retries_and_ends_in_a_valid_ring() -> None:
 
 
 def test_virtual_nodes_count_keys_per_physical_node_and_spread_them() -> None:
-    """Paper §VI.B (Fig. 9): V virtual nodes per node bring the 99th percentile of keys per node
+    """Paper 6.2 (Fig. 9): V virtual nodes per node bring the 99th percentile of keys per node
     closer to the mean; the counts are per physical node."""
     plain = run(SimSettings(nodes=64, seed=6))
     virtual = run(SimSettings(nodes=64, seed=6, virtual_nodes=10, fail_fraction=0.5))

@@ -1,6 +1,6 @@
 """The simulator's results at sizes too large for ``make test`` (issue 8), run by ``make soak``.
 
-Each test reproduces one of the paper's measurements (Stoica et al. 2001, §VI) with the same code
+Each test reproduces one of the paper's measurements (Stoica et al. 2001, section 6) with the same code
 the node runs; docs/chord.md has the tables. Several minutes in all, most of it the 16384-node ring.
 """
 
@@ -20,7 +20,7 @@ SEEDS = (0, 1, 2)
 
 @pytest.mark.parametrize("nodes", [64, 256, 1024, 4096])
 def test_fingers_only_hops_within_5_percent_of_half_log2_n(nodes: int) -> None:
-    """§VI.C, Fig. 10: the mean path length with fingers only is about ½·log2 N; averaged over
+    """Paper 6.3, Fig. 10: the mean path length with fingers only is about ½·log2 N; averaged over
     three seeds it lies within 5 %. Routing through the successor list too only shortens paths,
     and the 1st and 99th percentiles stay within log2 N + 1."""
     results = [run(SimSettings(nodes=nodes, seed=seed)) for seed in SEEDS]
@@ -49,7 +49,7 @@ def test_p99_hops_grow_with_log_n() -> None:
 
 
 def test_half_of_1024_nodes_failing_at_once_loses_no_live_key() -> None:
-    """§VI.D, Fig. 11: with successor lists of 2·⌈log2 N⌉ every key whose node is alive is still
+    """Paper 6.4, Fig. 11: with successor lists of 2·⌈log2 N⌉ every key whose node is alive is still
     found after half the nodes fail at once, and the ring is valid once stabilized."""
     for seed in SEEDS:
         result = run(SimSettings(nodes=1024, seed=seed, fail_fraction=0.5))
@@ -61,7 +61,7 @@ def test_half_of_1024_nodes_failing_at_once_loses_no_live_key() -> None:
 
 @pytest.mark.parametrize("rate", [1, 3])
 def test_churn_at_1024_nodes(rate: int) -> None:
-    """§VI.D (lookups during stabilization): without retries a few percent of lookups fail (the
+    """Paper 6.5 (lookups during stabilization): without retries a few percent of lookups fail (the
     paper: about 3 % at three events per period), more at the higher rate; with retries none."""
     result = run(SimSettings(nodes=1024, seed=0, churn=200, churn_rate=rate))
     churn = result["during_churn"]
@@ -72,7 +72,7 @@ def test_churn_at_1024_nodes(rate: int) -> None:
 
 
 def test_virtual_nodes_bring_the_99th_percentile_towards_the_mean() -> None:
-    """§VI.B, Fig. 9: with 100 keys per node the 99th percentile of keys per node falls from
+    """Paper 6.2, Fig. 9: with 100 keys per node the 99th percentile of keys per node falls from
     several times the mean without virtual nodes to under twice it with 20 per node."""
     ratio = {}
     for v in (1, 20):

@@ -1,5 +1,5 @@
-"""Phase 3 of ``funnelkvs sim``: lookups while hosts join and fail (Stoica et al. 2001 §VI.D,
-"Lookups during stabilization", Fig. 12 of the ToN version).
+"""Phase 3 of ``funnelkvs sim``: lookups while hosts join and fail (Stoica et al. 2001,
+section 6.5, "Lookups during stabilization").
 
 Time runs in stabilization periods: each period ends with one maintenance round
 (:meth:`Network.round`). ``events_per_period`` events happen per period on average, each a join of a

@@ -3,11 +3,11 @@
 1. Build: ``nodes`` hosts, each running ``virtual_nodes`` Chord nodes, join through the protocol and
    stabilize until quiescent (:mod:`funnelkvs.sim.build`); every key is looked up from a random
    start node, routing with the successor list and with fingers only (:mod:`funnelkvs.sim.lookups`);
-   keys per host (Stoica et al. 2001 §VI.B-C).
+   keys per host (Stoica et al. 2001, 6.2-6.3, Fig. 8-10).
 2. With ``fail_fraction`` > 0: that fraction of the hosts fail at once, stabilization runs until
-   quiescent, every key is looked up again (§VI.D, Fig. 10-11).
+   quiescent, every key is looked up again (paper 6.4, Fig. 11).
 3. With ``churn`` > 0: that many joins or failures, ``churn_rate`` per stabilization period, with
-   every key looked up meanwhile (:mod:`funnelkvs.sim.churn`, §VI.D), then stabilization until
+   every key looked up meanwhile (:mod:`funnelkvs.sim.churn`, paper 6.5), then stabilization until
    quiescent.
 4. Zave's properties over the live nodes at the end (Zave 2017 §3).
 

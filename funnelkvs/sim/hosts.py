@@ -1,4 +1,4 @@
-"""Physical nodes and the Chord ids they run (virtual nodes, Stoica et al. 2001 §V.B / Fig. 9).
+"""Physical nodes and the Chord ids they run (virtual nodes, Stoica et al. 2001, 6.2, Fig. 9).
 
 With V virtual nodes each physical node (a *host*) runs V Chord nodes with independent random ids;
 the ring, routing and stabilization see only the Chord nodes. A host fails or joins as a whole, and

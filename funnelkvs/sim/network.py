@@ -191,7 +191,7 @@ class Network:
     def trace(self, start: int, key: int, *, fingers_only: bool = False, retries: bool = True) -> Lookup:
         """Walk a lookup of ``key`` from ``start`` by calling each hop's rule directly, without
         messages (what a large simulation does). Dead hops count as timed out: with ``retries`` the
-        lookup routes around them as the node does (paper §V.C), without it the first one ends the
+        lookup routes around them as the node does (paper 5.3), without it the first one ends the
         lookup unanswered. The returned :class:`Lookup` holds ``successors`` (None: failed) and
         ``hops``."""
         live = self.live
