@@ -9,7 +9,7 @@ key's true successor among the live nodes.
 from __future__ import annotations
 
 import random
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 
 from funnelkvs.chord.invariants import true_successor
@@ -42,17 +42,22 @@ def measure_lookups(
     *,
     fingers_only_too: bool = True,
     original_owners: Sequence[int] | None = None,
+    progress: Callable[[str], None] | None = None,
+    label: str = "lookups",
 ) -> LookupResults:
     """Look every key up once from a start node drawn from ``rng`` among the live nodes.
 
     With ``original_owners`` (each key's owner on the ring before a failure), a failure of a key
     whose original owner is still live also counts in ``failures_live_keys``. With
-    ``fingers_only_too``, each key is also walked with fingers only (for hop counts).
+    ``fingers_only_too``, each key is also walked with fingers only (for hop counts). ``progress``
+    is told how many keys are done, as text starting with ``label``.
     """
     live_ids = sorted(net.live)
     results = LookupResults()
     alive: Container[int] = net.live
     for index, key in enumerate(keys):
+        if progress is not None and index % 4096 == 0:
+            progress(f"{label}: {index}/{len(keys)}")
         start = rng.choice(live_ids)
         owner = true_successor(live_ids, key)
         results.lookups += 1

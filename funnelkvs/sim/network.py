@@ -133,6 +133,15 @@ class Network:
             self._apply(node, node.on_fix_fingers(now))
         self.run_until_idle()
 
+    def successor_ids(self) -> dict[int, int]:
+        """Each live node's successor id, by node id (to watch for changes)."""
+        return {ident: node.successor.node_id for ident, node in self.live.items()}
+
+    @property
+    def joins_waiting(self) -> bool:
+        """Whether a failed join waits to be retried at the next round."""
+        return bool(self._join_retries)
+
     def changes(self) -> int:
         return sum(node.changes for node in self.live.values())
 
@@ -179,23 +188,29 @@ class Network:
         self.run_until_idle()
         return self.lookups.pop((start, lookup_id))
 
-    def trace(self, start: int, key: int, *, fingers_only: bool = False) -> Lookup:
+    def trace(self, start: int, key: int, *, fingers_only: bool = False, retries: bool = True) -> Lookup:
         """Walk a lookup of ``key`` from ``start`` by calling each hop's rule directly, without
-        messages (what a large simulation does). Dead hops count as timed out. The returned
-        :class:`Lookup` holds ``successors`` (None: failed) and ``hops``."""
+        messages (what a large simulation does). Dead hops count as timed out: with ``retries`` the
+        lookup routes around them as the node does (paper 5.3), without it the first one ends the
+        lookup unanswered. The returned :class:`Lookup` holds ``successors`` (None: failed) and
+        ``hops``."""
         live = self.live
         origin = live[start]
         lookup = Lookup(0, key, origin.me, local_origin=True)
+        avoid = lookup.avoid
         target: NodeRef | None = origin.me
         steps = 0
         while target is not None and steps < origin.max_lookup_messages:
             steps += 1
             node = live.get(target.node_id)
             if node is None:
+                if not retries:
+                    break
                 target = lookup.on_timeout()
                 continue
+            # Most walks meet no dead node: skip building an empty frozenset at every hop.
             target = lookup.on_answer(
-                node.find_successor_step(key, frozenset(lookup.avoid), fingers_only=fingers_only)
+                node.find_successor_step(key, frozenset(avoid) if avoid else (), fingers_only=fingers_only)
             )
         return lookup
 
