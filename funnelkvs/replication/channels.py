@@ -51,6 +51,7 @@ class ReplicaChannels:
         self._writes: dict[NodeRef, list[tuple[bytes, bytes | bytearray, OnWritten]]] = {}
         self._reads: dict[NodeRef, list[tuple[bytes, OnRead]]] = {}
         self.calls = 0
+        self._addresses: dict[str, tuple[str, int]] = {}
 
     def write(self, target: NodeRef, key: bytes, envelope: bytes | bytearray, on_written: OnWritten) -> None:
         queue = self._writes.get(target)
@@ -78,7 +79,10 @@ class ReplicaChannels:
     def _peer_call(self, target: NodeRef, op: int, body: bytes) -> Future[V2Response]:
         from funnelkvs.ring.driver import split_address
 
-        host, port = split_address(target.address)
+        address = self._addresses.get(target.address)
+        if address is None:
+            address = self._addresses[target.address] = split_address(target.address)
+        host, port = address
         self.calls += 1
         # A connection of its own: a peer answers the requests of one connection in order, so a
         # replica write queued behind a forwarded request (whose answer waits for this node's own

@@ -45,6 +45,8 @@ class Members:
         #: Bumped whenever the member set changes (preference lists depend on it; liveness does not).
         self.epoch = 0
         self._view = RingView((me,))
+        #: The members' ids in ring order (for bisect on the request path).
+        self.ids: list[int] = [me.node_id]
 
     # --- queries -------------------------------------------------------------------------------------
 
@@ -120,6 +122,12 @@ class Members:
     def _changed(self) -> None:
         self.epoch += 1
         self._view = RingView.of(self._members.values())
+        self.ids = [node.node_id for node in self._view.nodes]
+
+    @property
+    def all_up(self) -> bool:
+        """No member is known to be down (the common case: targets are the preference list)."""
+        return not self._unreached and not self._suspected
 
     # --- gossip --------------------------------------------------------------------------------------
 

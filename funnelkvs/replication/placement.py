@@ -9,6 +9,7 @@ stands in as a *fallback* and keeps the copy as a hint naming the member it stan
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -35,6 +36,7 @@ class Placement:
         # position: cache it per arc (cleared when the member set changes).
         self._per_arc = type(strategy) is SuccessorListStrategy
         self._cache: dict[int, list[NodeRef]] = {}
+        self._direct: dict[int, list[Target]] = {}
         self._epoch = -1
 
     @property
@@ -47,15 +49,18 @@ class Placement:
         members = self.members
         if self._epoch != members.epoch:
             self._cache.clear()
+            self._direct.clear()
             self._epoch = members.epoch
-        view = members.view
         if not self._per_arc:
-            return self.strategy.preference_list(position, view, self.copies)
-        owner = view.successor(position)
-        assert owner is not None  # this node is always a member
-        cached = self._cache.get(owner.node_id)
+            return self.strategy.preference_list(position, members.view, self.copies)
+        ids = members.ids
+        arc = bisect_left(ids, position)
+        if arc == len(ids):
+            arc = 0  # past the last member: the first one's arc (wrapping)
+        cached = self._cache.get(arc)
         if cached is None:
-            cached = self._cache[owner.node_id] = self.strategy.preference_list(position, view, self.copies)
+            cached = self._cache[arc] = self.strategy.preference_list(position, members.view, self.copies)
+            self._direct[arc] = [Target(node, None) for node in cached]
         return cached
 
     def targets(
@@ -66,6 +71,9 @@ class Placement:
         left to stand in."""
         preference = self.preference_list(position)
         members = self.members
+        if skip is None and members.all_up and self._per_arc:
+            # Everyone is up: the preference list itself (one cached list per arc).
+            return self._direct[bisect_left(members.ids, position) % len(members.ids)]
         targets: list[Target] = []
         missing: list[NodeRef] = []
         for node in preference:
