@@ -58,15 +58,15 @@ class WriteBatch:
         self.waiters: list[Any] = []
         #: ``callback(error)`` on the loop once the batch has committed (error None) or failed.
         self.callbacks: list[Callable[[BaseException | None], None]] = []
-        #: Per key changed, ``(kind before, kind after)`` (0: absent), once committed; see apply_batch.
-        self.transitions: list[tuple[int, int]] = []
+        #: Per key changed, ``(key, kind before, kind after)`` (0: absent), once committed.
+        self.transitions: list[tuple[bytes, int, int]] = []
 
 
 def apply_batch(
     backend: StorageBackend, writes: list[tuple[bytes, bytes | bytearray | None]]
-) -> tuple[float, list[tuple[int, int]]]:
+) -> tuple[float, list[tuple[bytes, int, int]]]:
     """Apply ``writes`` in order, then one ``sync()`` (storage thread); returns the sync's duration in
-    seconds and, per key changed, the envelope kinds before and after (0 for absent).
+    seconds and, per key changed, the key and its envelope kinds before and after (0 for absent).
 
     A write is an envelope (:mod:`funnelkvs.versions`), stored only when it is newer than the copy
     already there (the check happens here too, not only on the loop: the loop cannot always read
@@ -107,7 +107,9 @@ def apply_batch(
     if failure is not None:
         raise failure
     transitions = [
-        (before[key], envelope[0] if envelope else 0) for key, envelope in staged.items() if key in before
+        (key, before[key], envelope[0] if envelope else 0)
+        for key, envelope in staged.items()
+        if key in before
     ]
     return time.perf_counter() - started, transitions
 
@@ -177,7 +179,7 @@ class GroupCommit:
         far) has committed; error None on success."""
         self._filling.callbacks.append(callback)
 
-    def _committed(self, batch: WriteBatch, done: Future[tuple[float, list[tuple[int, int]]]]) -> None:
+    def _committed(self, batch: WriteBatch, done: Future[tuple[float, list[tuple[bytes, int, int]]]]) -> None:
         self._in_flight = None
         pending = self.pending
         seq = batch.seq

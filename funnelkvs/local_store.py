@@ -55,6 +55,8 @@ class LocalStore:
         self.kinds = [0, 0, 0, 0, 0]
         #: The start-up count is in (see count_existing).
         self.counted = False
+        #: Keys whose copy here is a hint (kept for another node): what hinted handoff delivers.
+        self.hint_keys: set[bytes] = set()
 
     # --- counts ----------------------------------------------------------------------------------------
 
@@ -86,19 +88,28 @@ class LocalStore:
         serves anything (so that the counts plus every later change stay exact): a full scan, about a
         second per million keys with lmdb."""
         kinds = self.kinds
-        for _, envelope in self.backend.scan(KeyRange.whole_ring()):
+        for key, envelope in self.backend.scan(KeyRange.whole_ring()):
             if envelope and envelope[0] < len(kinds):
                 kinds[envelope[0]] += 1
+                if envelope[0] >= KIND_HINT_VALUE:
+                    self.hint_keys.add(key)
         kinds[0] = 0
         self.counted = True
 
-    def on_batch(self, transitions: list[tuple[int, int]]) -> None:
-        """A committed batch changed these keys' kinds (``(before, after)``, 0 for absent)."""
+    def on_batch(self, transitions: list[tuple[bytes, int, int]]) -> None:
+        """A committed batch changed these keys' kinds (``(key, before, after)``, 0 for absent)."""
         kinds = self.kinds
-        for before, after in transitions:
+        for key, before, after in transitions:
             kinds[before] -= 1
             kinds[after] += 1
+            self._note_hint(key, before, after)
         kinds[0] = 0
+
+    def _note_hint(self, key: bytes, before: int, after: int) -> None:
+        if after >= KIND_HINT_VALUE:
+            self.hint_keys.add(key)
+        elif before >= KIND_HINT_VALUE:
+            self.hint_keys.discard(key)
 
     # --- reads -----------------------------------------------------------------------------------------
 
@@ -135,9 +146,12 @@ class LocalStore:
                 return False
             backend.put(key, envelope)
             kinds = self.kinds
-            if current is not None:
-                kinds[current[0]] -= 1
+            before = 0 if current is None else current[0]
+            kinds[before] -= 1
             kinds[envelope[0]] += 1
+            kinds[0] = 0
+            if before >= KIND_HINT_VALUE or envelope[0] >= KIND_HINT_VALUE:
+                self._note_hint(key, before, envelope[0])
             if on_durable is not None:
                 on_durable(None)
             return True
@@ -165,5 +179,6 @@ class LocalStore:
             if current is not None:
                 self.backend.delete(key)
                 self.kinds[current[0]] -= 1
+                self._note_hint(key, current[0], 0)
             return
         commit.write(key, None)

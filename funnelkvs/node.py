@@ -595,6 +595,7 @@ class Node(LateAnswers):
             "keys": self.store.live,
             "bytes": self.store.value_bytes(),
             "hints_pending": self.store.hints,
+            "hints_delivered": 0 if replication is None else replication.handoff.delivered,
             "tombstones": self.store.tombstones,
             "read_repairs": 0 if replication is None else replication.coordinator.read_repairs,
             "degraded_reads": 0 if replication is None else replication.coordinator.degraded_reads,

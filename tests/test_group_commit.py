@@ -56,7 +56,7 @@ def test_apply_batch_stores_each_key_once_then_syncs_once() -> None:
     _, transitions = apply_batch(backend, [(b"a", env(1, b"1")), (b"b", None), (b"a", env(2, b"2"))])
     assert backend.calls == [("put", b"a"), ("delete", b"b"), ("sync", b"")]
     assert backend.get(b"a") == env(2, b"2")
-    assert sorted(transitions) == [(0, 1), (1, 0)]  # a: absent -> value; b: value -> gone
+    assert sorted(transitions) == [(b"a", 0, 1), (b"b", 1, 0)]  # a: absent -> value; b: value -> gone
 
 
 def test_apply_batch_keeps_the_newer_version() -> None:

@@ -55,6 +55,10 @@ class Members:
         """Every member, up or down, in ring order."""
         return self._view
 
+    def get(self, node_id: int) -> NodeRef | None:
+        """The member with ``node_id`` (None: not a member)."""
+        return self._members.get(node_id)
+
     def __len__(self) -> int:
         return len(self._members)
 

@@ -37,6 +37,7 @@ from funnelkvs.protocol.replica import (
 from funnelkvs.protocol.v2 import V2Response
 from funnelkvs.replication.channels import ReplicaChannels
 from funnelkvs.replication.coordinator import Coordinator
+from funnelkvs.replication.handoff import HintedHandoff
 from funnelkvs.replication.members import Members
 from funnelkvs.replication.placement import Placement
 from funnelkvs.replication.ringview import NodeRef
@@ -93,6 +94,7 @@ class Replication:
             settings.r,
         )
         self._under_replicated_logged = False
+        self.handoff = HintedHandoff(node.loop, self.me, store, self.members, self.channels)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -103,6 +105,7 @@ class Replication:
         node.register_rpc(MEMBERS, self._serve_members)
         node.register_rpc(MEMBER_LEFT, self._serve_member_left)
         node.loop.add_pass_end_hook(self.channels.flush)
+        self.handoff.start()
         ring = node.ring
         if ring is not None:
             ring.membership.on_walk.append(self._walked)
@@ -133,6 +136,7 @@ class Replication:
             "members": len(self.members),
             "members_down": [node.address for node in self.members.down(now)],
             "replica_calls": self.channels.calls,
+            "hints_delivered": self.handoff.delivered,
         }
 
     def under_replicated(self) -> bool:
