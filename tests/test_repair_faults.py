@@ -396,16 +396,22 @@ def kill_together(victims: Sequence[NodeProcess]) -> None:
 
 
 def restart(
-    factory: Callable[..., NodeProcess], tmp_path: Path, old: NodeProcess, config: dict[str, Any], join: str
+    factory: Callable[..., NodeProcess],
+    tmp_path: Path,
+    old: NodeProcess,
+    config: dict[str, Any],
+    join: str,
+    empty: bool = False,
 ) -> NodeProcess:
-    """Start a node again on ``old``'s port and data directory (so with its ring id), joining ``join``.
-    start_replicated_ring names nodes ring0, ring1, ... and their data directories ring<i>-data."""
+    """Start a node again on ``old``'s port and data directory (so with its ring id), joining ``join``;
+    with ``empty``, on a new empty data directory instead (a replaced disk). start_replicated_ring names
+    nodes ring0, ring1, ... and their data directories ring<i>-data."""
     name = old.log_path.stem
     _, port = split(old.address)
     return factory(
         config=config,
         backend="lmdb",
-        data_dir=tmp_path / f"{name}-data",
+        data_dir=tmp_path / (f"{name}-empty-data" if empty else f"{name}-data"),
         port=port,
         args=["--join", join],
         name=f"{name}-again",
@@ -500,6 +506,32 @@ def test_paused_node_gets_its_hints_and_every_key_ends_with_exactly_three_copies
     _, census = wait_for_repair(history.keys(), nodes, REJOIN_REPAIR_BOUND, "after the pause", since=resumed)
     finals = read_through_every_node(history, nodes)
     assert_reads_agree_with_copies(finals, census, nodes)
+
+
+def test_a_node_back_with_an_empty_disk_gets_every_copy_back(
+    tmp_path: Path, node_process_factory: Callable[..., NodeProcess]
+) -> None:
+    """No hint covers writes made before a node lost its disk: only anti-entropy can bring its copies
+    back (the test read-repairs nothing before the copies are right)."""
+    config = repair_config()
+    nodes = start_replicated_ring(tmp_path, node_process_factory, 5, config=config)
+    history = History()
+    writers = start_writers(history, [node.address for node in nodes], "e-")
+    try:
+        wait_for_writes(writers, 2000)
+    finally:
+        stop_writers(writers)
+    lost_disk = nodes[2]
+    lost_disk.kill()
+    back = restart(node_process_factory, tmp_path, lost_disk, config, nodes[0].address, empty=True)
+    rejoined = time.monotonic()
+    everyone = [back if node is lost_disk else node for node in nodes]
+    print(f"{lost_disk.address} back with an empty disk; ring right {settle(everyone):.1f} s later")
+    _, census = wait_for_repair(
+        history.keys(), everyone, REJOIN_REPAIR_BOUND, "after the empty restart", since=rejoined
+    )
+    finals = read_through_every_node(history, everyone)
+    assert_reads_agree_with_copies(finals, census, everyone)
 
 
 def write_then_delete_half_while_one_is_down(
