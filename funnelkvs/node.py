@@ -596,6 +596,14 @@ class Node(LateAnswers):
             "bytes": self.store.value_bytes(),
             "hints_pending": self.store.hints,
             "hints_delivered": 0 if replication is None else replication.handoff.delivered,
+            "anti_entropy_rounds": 0 if replication is None else replication.anti_entropy.rounds,
+            "anti_entropy_keys_repaired": 0
+            if replication is None
+            else replication.anti_entropy.keys_repaired,
+            "anti_entropy_bytes_sent": 0 if replication is None else replication.anti_entropy.bytes_sent,
+            "tombstones_purged": 0 if replication is None else replication.anti_entropy.tombstones_purged,
+            "transfers_in_progress": (0 if self.ring is None else len(self.ring.transfers.incoming))
+            + (0 if replication is None else replication.anti_entropy.in_progress),
             "tombstones": self.store.tombstones,
             "read_repairs": 0 if replication is None else replication.coordinator.read_repairs,
             "degraded_reads": 0 if replication is None else replication.coordinator.degraded_reads,
