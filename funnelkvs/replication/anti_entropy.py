@@ -65,6 +65,8 @@ log = logging.getLogger("funnelkvs.replication")
 
 #: Leaves of an arc's Merkle tree.
 BUCKETS = 64
+#: Entries read per scan step (one loop pass, or one job on the storage thread).
+SCAN_STEP = 2000
 #: Surplus copies moved per round at most.
 SURPLUS_BATCH = 2000
 #: How long an anti-entropy call may take, in seconds.
@@ -104,17 +106,37 @@ class ArcScan:
         self.entries: list[dict[bytes, Meta]] = [{} for _ in range(buckets)]
 
 
-def scan_arc(store_scan: Callable[[KeyRange], object], start: int, end: int, buckets: int) -> ArcScan:
-    """Scan ``(start, end]`` of a backend (``store_scan``: its ``scan``) into an :class:`ArcScan`."""
-    result = ArcScan(buckets)
+def scan_arc(
+    store_scan: Callable[[KeyRange], object],
+    start: int,
+    end: int,
+    buckets: int,
+    into: ArcScan | None = None,
+    after: int | None = None,
+    limit: int | None = None,
+) -> tuple[ArcScan, int | None]:
+    """Scan ``(start, end]`` of a backend (``store_scan``: its ``scan``) into an :class:`ArcScan`:
+    the part after position ``after`` (None: from the start), at most ``limit`` entries. Returns the
+    scan and where to go on from (None: the arc is done), so that a large arc is read in steps."""
+    result = ArcScan(buckets) if into is None else into
     digests = result.digests
     entries = result.entries
-    for key, envelope in store_scan(KeyRange(start, end)):  # type: ignore[attr-defined]
+    taken = 0
+    last: int | None = None
+    key_range = KeyRange(start if after is None else after, end)
+    if after is not None and after == end:
+        return result, None
+    for key, envelope in store_scan(key_range):  # type: ignore[attr-defined]
+        position = ring_position(key)
         meta = meta_of(envelope)
-        index = bucket_of(ring_position(key), start, end, buckets)
+        index = bucket_of(position, start, end, buckets)
         digests[index] = (digests[index] + leaf_hash(key, meta)) & _MASK
         entries[index][key] = meta
-    return result
+        taken += 1
+        if limit is not None and taken >= limit:
+            last = position
+            break
+    return result, last
 
 
 class AntiEntropy:
@@ -151,20 +173,38 @@ class AntiEntropy:
 
     # --- scans ---------------------------------------------------------------------------------------
 
-    def _scan(self, start: int, end: int, done: Callable[[ArcScan | None], None]) -> None:
+    def _scan(
+        self, start: int, end: int, done: Callable[[ArcScan | None], None], buckets: int = BUCKETS
+    ) -> None:
+        """Scan an arc in steps of :data:`SCAN_STEP` entries: on the loop, one step per pass (a volatile
+        backend); on the storage thread, one step per job (a blocking one), so that neither the loop
+        nor the writes waiting for the storage thread wait for a whole arc."""
         backend = self.node.backend
-        job = functools.partial(scan_arc, backend.scan, start, end, BUCKETS)
         commit = self.node.group_commit
-        if commit is None:
-            done(job())
-            return
+        result = ArcScan(buckets)
 
-        def scanned(result: ArcScan | None, error: BaseException | None) -> None:
-            if error is not None:
+        def step(after: int | None) -> None:
+            job = functools.partial(scan_arc, backend.scan, start, end, buckets, result, after, SCAN_STEP)
+            if commit is None:
+                try:
+                    stepped(job(), None)
+                except Exception as exc:
+                    stepped(None, exc)
+            else:
+                commit.run(job, stepped)
+
+        def stepped(outcome: tuple[ArcScan, int | None] | None, error: BaseException | None) -> None:
+            if error is not None or outcome is None:
                 log.error("anti-entropy scan failed: %s", error)
-            done(None if error is not None else result)
+                done(None)
+                return
+            _, after = outcome
+            if after is None:
+                done(result)
+            else:
+                self.loop.call_soon(step, after)
 
-        commit.run(job, scanned)
+        step(None)
 
     # --- a round -------------------------------------------------------------------------------------
 
@@ -494,12 +534,7 @@ class AntiEntropy:
     def _scan_for_peer(
         self, start: int, end: int, buckets: int, done: Callable[[ArcScan | None], None]
     ) -> None:
-        job = functools.partial(scan_arc, self.node.backend.scan, start, end, buckets)
-        commit = self.node.group_commit
-        if commit is None:
-            done(job())
-            return
-        commit.run(job, lambda result, error: done(None if error is not None else result))
+        self._scan(start, end, done, buckets)
 
     def _serve_purge(self, body: bytes) -> tuple[int, bytes]:
         items = decode_metas(body)
