@@ -58,6 +58,11 @@ class ReplicationSettings:
     #: W and R; None means min(2, factor), so a config that sets only the factor stays valid.
     write_quorum: int | None = None
     read_quorum: int | None = None
+    #: Seconds between two anti-entropy rounds (each key range compared with its replicas).
+    anti_entropy_interval: float = 10.0
+    #: Seconds a tombstone is kept before it may be purged (once every replica has it); also how
+    #: long a node may be away and still rejoin with its data directory.
+    tombstone_grace: float = 86400.0
     strategy: str = "successor-list"
     conflict_resolver: str = "last-writer-wins"
 

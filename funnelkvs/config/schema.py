@@ -71,6 +71,8 @@ SCHEMA: dict[str, Section] = {
             "factor": v.positive_int,
             "write_quorum": v.optional(v.positive_int),
             "read_quorum": v.optional(v.positive_int),
+            "anti_entropy_interval": v.seconds,
+            "tombstone_grace": v.long_seconds,
             "strategy": v.name("replication strategy"),
             "conflict_resolver": v.name("conflict resolver"),
         },

@@ -115,6 +115,13 @@ def seconds(value: Any) -> float:
     return float(value)
 
 
+def long_seconds(value: Any) -> float:
+    """A duration in seconds that may run to years: a positive number, at most 10 years."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 315_360_000:
+        raise Invalid(f"{show(value)} is not a duration in seconds (a number above 0, at most 315360000)")
+    return float(value)
+
+
 def ring_id(value: Any) -> str:
     """A ring id: 40 hex digits (160 bits)."""
     if (

@@ -45,6 +45,8 @@ class Members:
         #: Bumped whenever the member set changes (preference lists depend on it; liveness does not).
         self.epoch = 0
         self._view = RingView((me,))
+        #: How many times a member that was down has been reached again (repair compares at once).
+        self.returned = 0
         #: The members' ids in ring order (for bisect on the request path).
         self.ids: list[int] = [me.node_id]
 
@@ -87,6 +89,7 @@ class Members:
         """A membership walk reached ``reached`` (``complete``: it went all the way round)."""
         reached_ids = set()
         changed = False
+        self.returned += len(self._unreached.intersection(node.node_id for node in reached))
         for node in reached:
             reached_ids.add(node.node_id)
             changed |= self._add(node)

@@ -35,6 +35,7 @@ from funnelkvs.protocol.replica import (
     encode_write_results,
 )
 from funnelkvs.protocol.v2 import V2Response
+from funnelkvs.replication.anti_entropy import AntiEntropy
 from funnelkvs.replication.channels import ReplicaChannels
 from funnelkvs.replication.coordinator import Coordinator
 from funnelkvs.replication.handoff import HintedHandoff
@@ -95,6 +96,8 @@ class Replication:
         )
         self._under_replicated_logged = False
         self.handoff = HintedHandoff(node.loop, self.me, store, self.members, self.channels)
+        self.anti_entropy = AntiEntropy(self)
+        self._epoch_seen = (0, 0)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -106,6 +109,7 @@ class Replication:
         node.register_rpc(MEMBER_LEFT, self._serve_member_left)
         node.loop.add_pass_end_hook(self.channels.flush)
         self.handoff.start()
+        self.anti_entropy.start()
         ring = node.ring
         if ring is not None:
             ring.membership.on_walk.append(self._walked)
@@ -147,6 +151,10 @@ class Replication:
 
     def _walked(self, reached: list[ChordNodeRef], complete: bool) -> None:
         self.members.saw([NodeRef(node.node_id, node.address) for node in reached], complete=complete)
+        if (self.members.epoch, self.members.returned) != self._epoch_seen:
+            # The member set changed (a join, a leave) or a member is back: compare the ranges now.
+            self._epoch_seen = (self.members.epoch, self.members.returned)
+            self.node.loop.call_soon(self.anti_entropy.run_round)
         # Gossip: a random other member's table, so that every node knows the members that are down.
         now = self.node.loop.time()
         others = [node for node in self.members.view.nodes if node.node_id != self.me.node_id]

@@ -105,8 +105,20 @@ class RingDriver:
     :param seeds: resolved ``(host, port)`` of nodes to join through; empty creates a new ring.
     """
 
-    def __init__(self, node: Node, me: NodeRef, settings: RingSettings, seeds: list[tuple[str, int]]) -> None:
+    def __init__(
+        self,
+        node: Node,
+        me: NodeRef,
+        settings: RingSettings,
+        seeds: list[tuple[str, int]],
+        configured: bool = True,
+    ) -> None:
         self.node = node
+        #: Whether ``node.join`` named seeds (else the seeds are the peers remembered from a last run).
+        self.configured = configured
+        #: Ids (hex) of seeds that answered this pass without being on a ring (see _end_of_pass).
+        self._not_on_ring: set[str] = set()
+        self._create_votes = 0
         self.loop = node.loop
         self.me = me
         self.settings = settings
@@ -194,6 +206,8 @@ class RingDriver:
     def _try_next_seed(self) -> None:
         if self._stopped or self.chord.status is not ChordStatus.NEW:
             return
+        if self._next_seed and self._next_seed % len(self.seeds) == 0 and self._end_of_pass():
+            return
         host, port = self.seeds[self._next_seed % len(self.seeds)]
         self._next_seed += 1
         future = self.node.peer(host, port, "control").call(INFO, b"", timeout=self.settings.rpc_timeout)
@@ -208,6 +222,9 @@ class RingDriver:
                 raise RemoteProtocolError(f"INFO answered status {response.status}")
             info: dict[str, Any] = json.loads(response.body)
             seed = NodeRef(int(info["node_id"], 16), str(info["address"]))
+            ring_info = info.get("ring") or {}
+            seed_state = ring_info.get("state", "normal")
+            seed_configured = bool(ring_info.get("configured_seeds", True))
         except (NodeUnreachable, RemoteProtocolError, ValueError, KeyError, TypeError) as exc:
             log.warning("seed %s:%d did not answer (%s); trying again", host, port, exc)
             self.loop.call_later(self.settings.stabilize_interval, self._try_next_seed)
@@ -224,8 +241,33 @@ class RingDriver:
                 return
             self.loop.call_soon(self._try_next_seed)
             return
+        if seed_state not in ("normal", "leaving"):
+            # Not on a ring itself (it restarted too): it cannot take a join; remember it for the
+            # whole-ring restart rule and try the next seed.
+            if not seed_configured:
+                self._not_on_ring.add(f"{seed.node_id:040x}")
+            self.loop.call_later(self.settings.stabilize_interval / 2, self._try_next_seed)
+            return
         log.info("joining the ring through %s", seed.address)
         self._run(self.chord.join(seed))
+
+    def _end_of_pass(self) -> bool:
+        """A whole pass over the seeds found no ring to join. A node that has only remembered peers
+        (no ``node.join``) creates the ring when its id is below every peer that is waiting the same
+        way, two passes in a row (funnelkvs.replication.rejoin.may_create_ring): so a ring restarted
+        all at once comes back, and two nodes never both create one. Returns True once created."""
+        from funnelkvs.replication.rejoin import may_create_ring
+
+        if not self.configured and may_create_ring(f"{self.me.node_id:040x}", False, self._not_on_ring):
+            self._create_votes += 1
+        else:
+            self._create_votes = 0
+        self._not_on_ring = set()
+        if self._create_votes >= 2:
+            log.warning("no remembered peer is on a ring: starting the ring again here")
+            self._run(self.chord.create())
+            return True
+        return False
 
     # --- ranges and leaving -------------------------------------------------------------------------
 
@@ -448,6 +490,7 @@ class RingDriver:
         chord = self.chord
         return {
             "state": self.state,
+            "configured_seeds": self.configured,
             "messages_sent": self.messages_sent,
             "messages_answered": self.messages_answered,
             "forwarded": self.forwarder.forwarded,

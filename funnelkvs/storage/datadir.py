@@ -23,7 +23,8 @@ Only the node's user may read a data directory: it holds every value in clear. A
 in it ``0600``, whatever the umask the node was started with: the marker and lock here, and the files
 the backend creates itself after the claim returns (LMDB's ``data.mdb`` and ``lock.mdb``, SQLite's
 database, ``-wal`` and ``-shm``, a journal created mid-run). The umask is not restored because the
-backend creates files for as long as it runs; a node process creates no other files. An existing
+backend creates files for as long as it runs; besides ``FUNNELKVS_PEERS``
+(:mod:`funnelkvs.replication.rejoin`), a node process creates no other files. An existing
 directory keeps the mode it has (an operator may have chosen it).
 """
 
