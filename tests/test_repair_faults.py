@@ -195,6 +195,63 @@ def copy_problems(census: Census, deleted: Iterable[bytes] = ()) -> list[Problem
     return problems
 
 
+def degraded_problems(census: Census, member_ids: Sequence[int]) -> list[Problem]:
+    """What keeps a ring with members down from "back to N copies": each live key (newest copy on the
+    nodes that are up, those of the census) has its newest version on at least N nodes that are up, as
+    a plain copy on each live member of its preference list (over ``member_ids``, every member, up or
+    down) and as hints on fallbacks for the ones that are down."""
+    problems = [
+        Problem(b"*", census.addresses[node_id], f"no answer: {why}")
+        for node_id, why in census.silent.items()
+    ]
+    if census.silent:
+        return problems
+    for key, copies in census.copies.items():
+        best = census.winner(key)
+        if best is None or not is_live(best):
+            continue
+        current = 0
+        for envelope in copies.values():
+            if envelope is None:
+                continue
+            plain = from_hint(envelope)[0] if is_hint(envelope) else envelope
+            current += plain == best
+        for node_id in replicas_of(key, member_ids, N):
+            if node_id in copies and copies[node_id] != best:
+                problems.append(
+                    Problem(key, census.addresses[node_id], "replica without the plain newest copy")
+                )
+        if current < N:
+            problems.append(Problem(key, "(all up)", f"{current} copies of the newest version, not {N}"))
+    return problems
+
+
+def wait_for_copies_while_down(
+    keys: Sequence[bytes], up: Sequence[NodeProcess], member_ids: Sequence[int], bound: float, since: float
+) -> float:
+    """Poll the nodes that are up until :func:`degraded_problems` finds none; returns the seconds from
+    ``since`` (the crash) and prints them; AssertionError past ``bound`` with what is wrong."""
+    by_id = node_ids(up)
+    polls = 0
+    while True:
+        census = take_census(keys, by_id)
+        problems = degraded_problems(census, member_ids)
+        polls += 1
+        took = time.monotonic() - since
+        if not problems:
+            hints = sum(
+                1 for copies in census.copies.values() for env in copies.values() if env and is_hint(env)
+            )
+            print(f"while down: {N} copies of every live key {took:.1f} s after the crash ({hints} as hints)")
+            return took
+        if took > bound:
+            raise AssertionError(
+                f"while down: copies still short {bound:.0f} s after the crash ({polls} polls)\n"
+                f"{describe(problems)}\nrepair stats:\n{repair_stats(up)}"
+            )
+        time.sleep(POLL_INTERVAL)
+
+
 def describe(problems: Sequence[Problem], examples: int = 12) -> str:
     """Counts per (node, what) and the first ``examples`` problems, one per line."""
     counts = Counter((problem.node, problem.what.split(":")[0]) for problem in problems)
@@ -446,6 +503,7 @@ def test_two_adjacent_nodes_killed_then_restarted_end_with_exactly_three_copies(
     try:
         wait_for_writes(writers, 1000)
         kill_together(victims)
+        crashed = time.monotonic()
         killed_at = sum(writer.done for writer in writers)
         wait_for_writes(writers, 1500)
     finally:
@@ -453,6 +511,7 @@ def test_two_adjacent_nodes_killed_then_restarted_end_with_exactly_three_copies(
     print(f"killed {first.address} and {second.address} at {killed_at} writes; {history.counts()}")
     counts = history.counts()
     assert counts["ok"] >= 0.9 * sum(counts.values()), f"only {counts} acknowledged"
+    wait_for_copies_while_down(history.keys(), survivors, list(by_id), CRASH_REPAIR_BOUND, crashed)
 
     back = [
         restart(node_process_factory, tmp_path, victim, config, survivors[0].address) for victim in victims
