@@ -242,7 +242,10 @@ def wait_for_copies_while_down(
             hints = sum(
                 1 for copies in census.copies.values() for env in copies.values() if env and is_hint(env)
             )
-            print(f"while down: {N} copies of every live key {took:.1f} s after the crash ({hints} as hints)")
+            print(
+                f"while down: {N} copies of every live key {took:.1f} s after the crash "
+                f"({polls} polls, {hints} copies as hints)"
+            )
             return took
         if took > bound:
             raise AssertionError(
@@ -463,7 +466,8 @@ def restart(
     """Start a node again on ``old``'s port and data directory (so with its ring id), joining ``join``;
     with ``empty``, on a new empty data directory instead (a replaced disk). start_replicated_ring names
     nodes ring0, ring1, ... and their data directories ring<i>-data."""
-    name = old.log_path.stem
+    name = old.log_path.stem.split("-")[0]  # ring<i>, also after an earlier restart (ring<i>-again-<n>)
+    again = len(list(tmp_path.glob(f"{name}-again-*.log")))
     _, port = split(old.address)
     return factory(
         config=config,
@@ -471,7 +475,7 @@ def restart(
         data_dir=tmp_path / (f"{name}-empty-data" if empty else f"{name}-data"),
         port=port,
         args=["--join", join],
-        name=f"{name}-again",
+        name=f"{name}-again-{again}",
     )
 
 
