@@ -231,6 +231,7 @@ def wait_for_copies_while_down(
 ) -> float:
     """Poll the nodes that are up until :func:`degraded_problems` finds none; returns the seconds from
     ``since`` (the crash) and prints them; AssertionError past ``bound`` with what is wrong."""
+    assert keys, "no keys to check: nothing was written before the crash"
     by_id = node_ids(up)
     polls = 0
     while True:

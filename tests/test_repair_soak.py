@@ -36,6 +36,7 @@ from tests.test_repair_faults import (
     stop_writers,
     wait_for_copies_while_down,
     wait_for_repair,
+    wait_for_writes,
 )
 from tests.test_replication_faults import SOCKET_TIMEOUT, Writer, node_ids, successor_of
 
@@ -44,6 +45,15 @@ pytestmark = pytest.mark.soak
 #: Fault rounds, and how long each fault lasts while the writers go on, in seconds.
 ROUNDS = 9
 FAULT_SECONDS = 6.0
+#: Writes between two rounds (and before the first), so that every fault happens under writes to
+#: keys that exist.
+WRITES_BETWEEN = 1000
+#: Operations per second of each churn writer at most, and fresh keys of each of the two plain and
+#: ring-aware writers: ~15,000 keys in all over the run. Unbounded, the pipelined writer alone makes
+#: 100,000 keys in two minutes, and the hints anti-entropy gives fallbacks for a dead node's arcs then
+#: take longer than the rejoin bound to hand back (512 per second per fallback, handoff.py).
+CHURN_RATE = 60.0
+FRESH_KEYS = 3000
 SEED = 10
 
 
@@ -59,7 +69,11 @@ class ChurnWriter(Writer):
     def write(self) -> None:
         written: list[bytes] = []
         with Client(self.addresses, timeout=SOCKET_TIMEOUT, connect_timeout=SOCKET_TIMEOUT) as client:
+            started = time.monotonic()
             while not self.stop_event.is_set():
+                ahead = self.done / CHURN_RATE - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
                 roll = self.rng.random()
                 if roll < 0.5 or not written:
                     key = b"%s-%d" % (self.name.encode(), len(written))
@@ -109,13 +123,14 @@ def test_repeated_kills_and_pauses_under_writes_end_with_exactly_three_copies(
     writers: list[Writer] = [
         ChurnWriter("churn-a", history, addresses, SEED),
         ChurnWriter("churn-b", history, addresses, SEED + 1),
-        *start_writers(history, addresses, "soak-", max_keys=100_000),
+        *start_writers(history, addresses, "soak-", max_keys=FRESH_KEYS),
     ]
     for writer in writers[:2]:
         writer.start()
     timings: list[str] = []
     try:
         for round_ in range(ROUNDS):
+            wait_for_writes(writers, WRITES_BETWEEN)
             # The seed (nodes[0]) stays up: the restarted nodes join through it.
             fault = ("kill", "kill two", "pause")[round_ % 3]
             victim = nodes[rng.randrange(1, len(nodes))]
