@@ -1,6 +1,7 @@
-"""Issue 10's fault tests: after crashes, pauses, deletes made while a node was away, and a join plus a
-leave, repair (hinted handoff, anti-entropy, replica movement, tombstone purge) leaves exactly N=3
-copies of every live key, on the key's preference list, and nothing else anywhere.
+"""Issue 10's fault tests: after crashes, pauses, deletes made while a node was away, a node back with an
+empty disk, a tombstone purge, and a join plus a leave, repair (hinted handoff, anti-entropy, replica
+movement, tombstone purge) leaves exactly N=3 copies of every live key, on the key's preference list,
+and nothing else anywhere (docs/replication.md, "Repair fault tests").
 
 Every test runs real lmdb node processes on 127.0.0.1 (ephemeral ports, a data directory each; a node
 restarted after a kill gets its old port and data directory back, hence its old ring id), records every

@@ -133,7 +133,14 @@ def test_repeated_kills_and_pauses_under_writes_end_with_exactly_three_copies(
             wait_for_writes(writers, WRITES_BETWEEN)
             # The seed (nodes[0]) stays up: the restarted nodes join through it.
             fault = ("kill", "kill two", "pause")[round_ % 3]
-            victim = nodes[rng.randrange(1, len(nodes))]
+            current = dict(zip(member_ids, nodes, strict=True))
+            # Two adjacent ones: a victim whose successor is not the seed.
+            candidates = [
+                node
+                for node in nodes[1:]
+                if fault != "kill two" or successor_of(node, current) is not nodes[0]
+            ]
+            victim = rng.choice(candidates)
             if fault == "pause":
                 victim.process.send_signal(signal.SIGSTOP)
                 try:
@@ -145,9 +152,7 @@ def test_repeated_kills_and_pauses_under_writes_end_with_exactly_three_copies(
             else:
                 victims = [victim]
                 if fault == "kill two":
-                    second = successor_of(victim, dict(zip(member_ids, nodes, strict=True)))
-                    if second is not nodes[0]:
-                        victims.append(second)
+                    victims.append(successor_of(victim, current))
                 kill_together(victims)
                 crashed = time.monotonic()
                 up = [node for node in nodes if node not in victims]
