@@ -171,6 +171,12 @@ class LocalStore:
             commit.when_committed(on_durable)
         return True
 
+    def replace(self, key: bytes, envelope: Envelope) -> None:
+        """Store ``envelope`` whatever the copy here (a hint becoming this node's own copy of the same
+        write, which a newer-wins write would refuse as no newer)."""
+        self.remove(key)
+        self.write(key, envelope)
+
     def remove(self, key: bytes) -> None:
         """Delete ``key``'s copy outright (a range this node no longer holds); no tombstone."""
         commit = self.commit

@@ -141,3 +141,39 @@ def test_tombstones_are_purged_after_the_grace_period(
         wait_for(lambda: sum(info(n.address)["tombstones"] for n in nodes) == 0, 30, "tombstones purged")
         assert client.get_many([b"k%d" % i for i in range(400)]) == [None] * 200 + [b"v"] * 200
     assert sum(info(node.address)["keys"] for node in nodes) == 600
+
+
+def test_a_forgotten_dead_member_s_keys_get_new_replicas(
+    tmp_path: Path, node_process_factory: Callable[..., NodeProcess]
+) -> None:
+    import subprocess
+
+    from funnelkvs.testing.cluster import funnelkvs_command
+
+    nodes = start(tmp_path, node_process_factory, 5)
+    with Client(nodes[0].address) as client:
+        client.put_many((b"k%d" % i, b"v%d" % i) for i in range(600))
+    nodes[2].kill()
+    survivors = [node for node in nodes if node is not nodes[2]]
+    wait_for(
+        lambda: sum(info(n.address)["hints_pending"] for n in survivors) > 0, 30, "hints for the dead node"
+    )
+    command = [*funnelkvs_command(), "forget", nodes[2].address, "-s", nodes[0].address]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "forgotten by 4 member(s)" in result.stdout
+    # Four members now: every key on exactly three of them, as plain copies, no hints left.
+    took = wait_for(
+        lambda: (
+            all(info(n.address)["hints_pending"] == 0 for n in survivors)
+            and sum(info(n.address)["keys"] for n in survivors) == 1800
+        ),
+        40,
+        "three plain copies of every key on the four members",
+    )
+    print(f"re-replicated {took:.1f} s after forget")
+    assert all(info(node.address)["replication"]["members"] == 4 for node in survivors)
+    with Client([node.address for node in survivors]) as client:
+        assert client.get_many([b"k%d" % i for i in range(600)]) == [b"v%d" % i for i in range(600)]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert again.returncode == 2 and "is not a member" in again.stderr

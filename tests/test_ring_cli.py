@@ -149,12 +149,24 @@ def test_ring_table_has_one_row_per_member(ring: list[NodeProcess]) -> None:
     assert result.returncode == EXIT_OK, result.stderr
     assert result.stderr == b""
     header, *rows = result.stdout.decode().splitlines()
-    assert header.split() == ["Status", "State", "Address", "Owns", "Keys", "Bytes", "ID", "Successor"]
+    assert header.split() == [
+        "Status",
+        "State",
+        "Address",
+        "Owns",
+        "Keys",
+        "Bytes",
+        "Hints",
+        "Transfers",
+        "ID",
+        "Successor",
+    ]
     assert len(rows) == 3
     assert rows[0].split()[2] == ring[1].address
     for row in rows:
-        status, state, _address, owns, keys, _bytes, ident, _successor = row.split()
+        status, state, _address, owns, keys, _bytes, hints, transfers, ident, _successor = row.split()
         assert (status, state) == ("up", "normal")
+        assert int(hints) >= 0 and int(transfers) >= 0
         assert owns.endswith("%") and 0 < float(owns[:-1]) <= 100
         assert int(keys) >= 0 and len(ident) == 40
 

@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "kv",
     "ring",
     "leave",
+    "forget",
     "cluster",
     "shell",
     "bench",

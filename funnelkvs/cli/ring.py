@@ -41,6 +41,8 @@ def rows_of(view: ClusterView) -> list[dict[str, Any]]:
                 "owns": member.member.owns,
                 "keys": info.get("keys"),
                 "bytes": info.get("bytes"),
+                "hints": info.get("hints_pending"),
+                "transfers": info.get("transfers_in_progress"),
                 "successor": member.successor,
             }
         )
@@ -71,7 +73,18 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows), flush=True)
             return EXIT_OK
-        header = ("Status", "State", "Address", "Owns", "Keys", "Bytes", "ID", "Successor")
+        header = (
+            "Status",
+            "State",
+            "Address",
+            "Owns",
+            "Keys",
+            "Bytes",
+            "Hints",
+            "Transfers",
+            "ID",
+            "Successor",
+        )
         cells = [
             (
                 row["status"],
@@ -80,12 +93,14 @@ def run(args: argparse.Namespace) -> int:
                 f"{row['owns'] * 100:.2f}%",
                 _shown(row["keys"]),
                 _shown(row["bytes"]),
+                _shown(row["hints"]),
+                _shown(row["transfers"]),
                 row["id"],
                 row["successor"],
             )
             for row in rows
         ]
-        print(table(header, cells, right=frozenset({3, 4, 5})))
+        print(table(header, cells, right=frozenset({3, 4, 5, 6, 7})))
         if not view.complete:
             print(f"({view.node}'s last walk of the ring did not come back around: members may be missing)")
         sys.stdout.flush()
@@ -99,13 +114,15 @@ def add_parser(subparsers: Any) -> None:
         "ring",
         help="show every member of the ring",
         description="Every member of the ring, in ring order from the node asked: status (up/down), "
-        "state (joining/normal/leaving), address, share of the ring owned, keys and bytes stored, id, "
+        "state (joining/normal/leaving), address, share of the ring owned, keys and bytes stored, hints "
+        "kept for other nodes, transfers and repair steps in progress, id, "
         "successor.",
     )
     ring.add_argument(
         "--json",
         action="store_true",
-        help="a JSON list of objects: id, address, status, state, owns (a fraction), keys, bytes, successor",
+        help="a JSON list of objects: id, address, status, state, owns (a fraction), keys, bytes, hints, "
+        "transfers, successor",
     )
     add_server_option(ring)
     ring.set_defaults(func=run)

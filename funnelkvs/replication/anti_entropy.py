@@ -69,6 +69,8 @@ BUCKETS = 64
 SCAN_STEP = 2000
 #: Surplus copies moved per round at most.
 SURPLUS_BATCH = 2000
+#: After a round, no new one for this many times its duration (bounds repair's share of the node).
+REST_FACTOR = 9.0
 #: How long an anti-entropy call may take, in seconds.
 CALL_TIMEOUT = 10.0
 _MASK = (1 << 64) - 1
@@ -154,6 +156,8 @@ class AntiEntropy:
         #: Arc syncs and surplus moves under way (``transfers_in_progress`` in stats).
         self.in_progress = 0
         self._running = False
+        self._round_started = 0.0
+        self._rest_until = 0.0
         self._timer: PeriodicTimer | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -211,9 +215,10 @@ class AntiEntropy:
     def run_round(self) -> None:
         """Start a round unless one is running (or the ring keeps one copy per key)."""
         replication = self.replication
-        if self._running or not replication.active:
+        if self._running or not replication.active or self.loop.time() < self._rest_until:
             return
         self._running = True
+        self._round_started = self.loop.time()
         members = replication.members
         ids = list(members.ids)
         me = replication.me.node_id
@@ -237,6 +242,9 @@ class AntiEntropy:
         if not steps:
             self._running = False
             self.rounds += 1
+            # Rest for REST_FACTOR times as long as the round took: on a large store a round is long,
+            # and repair must not take more than about a tenth of the node's time.
+            self._rest_until = self.loop.time() + REST_FACTOR * (self.loop.time() - self._round_started)
             return
         step = steps.pop(0)
         self.in_progress += 1

@@ -20,6 +20,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from funnelkvs.errors import StorageBusy
+from funnelkvs.keyspace import ring_position
 from funnelkvs.loop import PeriodicTimer
 from funnelkvs.versions import from_hint, is_hint
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from funnelkvs.loop import EventLoop
     from funnelkvs.replication.channels import ReplicaChannels
     from funnelkvs.replication.members import Members
+    from funnelkvs.replication.placement import Placement
     from funnelkvs.replication.ringview import NodeRef
 
 log = logging.getLogger("funnelkvs.replication")
@@ -42,8 +44,15 @@ class HintedHandoff:
     """The hints this node keeps, delivered to their targets (see the module docstring)."""
 
     def __init__(
-        self, loop: EventLoop, me: NodeRef, store: LocalStore, members: Members, channels: ReplicaChannels
+        self,
+        loop: EventLoop,
+        me: NodeRef,
+        store: LocalStore,
+        members: Members,
+        channels: ReplicaChannels,
+        placement: Placement,
     ) -> None:
+        self.placement = placement
         self.loop = loop
         self.me = me
         self.store = store
@@ -83,11 +92,15 @@ class HintedHandoff:
             hint = bytes(hint)
             plain, target_id = from_hint(hint)
             target = self.members.get(int.from_bytes(target_id, "big"))
-            if (
-                target is None
-                or target.node_id == self.me.node_id
-                or not self.members.is_up(target.node_id, now)
-            ):
+            if target is None:
+                # Kept for a node that left (or was forgotten): if this node is now one of the key's
+                # replicas, the hint becomes its own copy; otherwise anti-entropy's surplus pass
+                # moves it to the replicas.
+                preference = self.placement.preference_list(ring_position(key))
+                if any(node.node_id == self.me.node_id for node in preference):
+                    self.store.replace(key, plain)
+                continue
+            if target.node_id == self.me.node_id or not self.members.is_up(target.node_id, now):
                 continue
             self._in_flight.add(key)
             sent += 1

@@ -95,7 +95,7 @@ class Replication:
             settings.r,
         )
         self._under_replicated_logged = False
-        self.handoff = HintedHandoff(node.loop, self.me, store, self.members, self.channels)
+        self.handoff = HintedHandoff(node.loop, self.me, store, self.members, self.channels, self.placement)
         self.anti_entropy = AntiEntropy(self)
         self._epoch_seen = (0, 0)
 
