@@ -223,7 +223,20 @@ def degraded_problems(census: Census, member_ids: Sequence[int]) -> list[Problem
                     Problem(key, census.addresses[node_id], "replica without the plain newest copy")
                 )
         if current < N:
-            problems.append(Problem(key, "(all up)", f"{current} copies of the newest version, not {N}"))
+            holders = ", ".join(
+                census.addresses[node_id]
+                + (" (hint)" if envelope is not None and is_hint(envelope) else "")
+                + (
+                    ""
+                    if envelope is None or (from_hint(envelope)[0] if is_hint(envelope) else envelope) == best
+                    else " (stale)"
+                )
+                for node_id, envelope in copies.items()
+                if envelope is not None
+            )
+            problems.append(
+                Problem(key, "(up)", f"{current} copies of the newest version, not {N}: on {holders}")
+            )
     return problems
 
 

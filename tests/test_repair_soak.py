@@ -155,6 +155,7 @@ def test_repeated_kills_and_pauses_under_writes_end_with_exactly_three_copies(
                     victims.append(successor_of(victim, current))
                 kill_together(victims)
                 crashed = time.monotonic()
+                print(f"round {round_}: {fault} {[v.address for v in victims]} ({history.counts()})")
                 up = [node for node in nodes if node not in victims]
                 # Back to 3 copies (hints counted) while they are down, on the keys no writer touches
                 # any more: the fresh keys acknowledged before the crash (a key being written may be
