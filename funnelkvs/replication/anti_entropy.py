@@ -157,6 +157,8 @@ class AntiEntropy:
         self.in_progress = 0
         self._running = False
         self._round_started = 0.0
+        #: The members changed while a round ran: run another right after it.
+        self._again = False
         self._rest_until = 0.0
         self._timer: PeriodicTimer | None = None
 
@@ -212,10 +214,15 @@ class AntiEntropy:
 
     # --- a round -------------------------------------------------------------------------------------
 
-    def run_round(self) -> None:
-        """Start a round unless one is running (or the ring keeps one copy per key)."""
+    def run_round(self, urgent: bool = False) -> None:
+        """Start a round unless one is running (or the ring keeps one copy per key), or the node is
+        resting after the last one. ``urgent`` (the members changed): no rest, and if a round is
+        running, another follows it at once."""
         replication = self.replication
-        if self._running or not replication.active or self.loop.time() < self._rest_until:
+        if self._running:
+            self._again |= urgent
+            return
+        if not replication.active or (not urgent and self.loop.time() < self._rest_until):
             return
         self._running = True
         self._round_started = self.loop.time()
@@ -245,6 +252,9 @@ class AntiEntropy:
             # Rest for REST_FACTOR times as long as the round took: on a large store a round is long,
             # and repair must not take more than about a tenth of the node's time.
             self._rest_until = self.loop.time() + REST_FACTOR * (self.loop.time() - self._round_started)
+            if self._again:
+                self._again = False
+                self.loop.call_soon(self.run_round, True)
             return
         step = steps.pop(0)
         self.in_progress += 1

@@ -45,8 +45,10 @@ class Members:
         #: Bumped whenever the member set changes (preference lists depend on it; liveness does not).
         self.epoch = 0
         self._view = RingView((me,))
-        #: How many times a member that was down has been reached again (repair compares at once).
+        #: How many times a member that was down has been reached again, and how many times a member
+        #: was found down (repair compares at once after either).
         self.returned = 0
+        self.departed = 0
         #: The members' ids in ring order (for bisect on the request path).
         self.ids: list[int] = [me.node_id]
 
@@ -95,7 +97,9 @@ class Members:
             changed |= self._add(node)
             self._suspected.pop(node.node_id, None)
         if complete:
-            self._unreached = {node_id for node_id in self._members if node_id not in reached_ids}
+            unreached = {node_id for node_id in self._members if node_id not in reached_ids}
+            self.departed += len(unreached - self._unreached)
+            self._unreached = unreached
         else:
             self._unreached -= reached_ids
         if changed:

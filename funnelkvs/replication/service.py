@@ -97,7 +97,7 @@ class Replication:
         self._under_replicated_logged = False
         self.handoff = HintedHandoff(node.loop, self.me, store, self.members, self.channels, self.placement)
         self.anti_entropy = AntiEntropy(self)
-        self._epoch_seen = (0, 0)
+        self._epoch_seen = (0, 0, 0)
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
@@ -151,10 +151,13 @@ class Replication:
 
     def _walked(self, reached: list[ChordNodeRef], complete: bool) -> None:
         self.members.saw([NodeRef(node.node_id, node.address) for node in reached], complete=complete)
-        if (self.members.epoch, self.members.returned) != self._epoch_seen:
-            # The member set changed (a join, a leave) or a member is back: compare the ranges now.
-            self._epoch_seen = (self.members.epoch, self.members.returned)
-            self.node.loop.call_soon(self.anti_entropy.run_round)
+        members = self.members
+        seen = (members.epoch, members.returned, members.departed)
+        if seen != self._epoch_seen:
+            # The member set changed (a join, a leave), a member is back or went down: compare the
+            # ranges now (a crash leaves keys short of copies until a round gives fallbacks hints).
+            self._epoch_seen = seen
+            self.node.loop.call_soon(self.anti_entropy.run_round, True)
         # Gossip: a random other member's table, so that every node knows the members that are down.
         now = self.node.loop.time()
         others = [node for node in self.members.view.nodes if node.node_id != self.me.node_id]
