@@ -5,7 +5,8 @@ Every :data:`HANDOFF_INTERVAL` seconds the node looks at the keys it holds hints
 (``LocalStore.hint_keys``, kept exact by every write and counted at start) and, for each hint whose
 target member is up, sends the plain envelope to the target in a REPLICA_WRITE (batched per target
 by :class:`~funnelkvs.replication.channels.ReplicaChannels`), at most :data:`HANDOFF_BATCH` keys per
-round. When the target has stored it durably, the hint is removed here, unless a newer write has
+round; while a backlog lasts, the next batch follows as soon as the last one is answered. When the
+target has stored it durably, the hint is removed here, unless a newer write has
 replaced it meanwhile (it is then handed off in a later round). A target that fails is suspected like
 any replica and tried again later; nothing is dropped until it has been delivered.
 
@@ -108,6 +109,9 @@ class HintedHandoff:
 
     def _sent(self, key: bytes, hint: bytes, ok: bool, timed_out: bool) -> None:
         self._in_flight.discard(key)
+        if ok and not self._in_flight and len(self.store.hint_keys) > 1:
+            # A backlog (a node back after a long outage): the next batch at once, not in a second.
+            self.loop.call_soon(self.run)
         if not ok:
             return
         try:
