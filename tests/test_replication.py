@@ -15,7 +15,7 @@ from funnelkvs.client import Client
 from funnelkvs.errors import FunnelKVSError, RequestTimeout, ServerError
 from funnelkvs.protocol import GET, PUT, Response, Status, encode_request
 from funnelkvs.testing.cluster import NodeProcess
-from funnelkvs.testing.ring import info, v1_pipeline
+from funnelkvs.testing.ring import info, v1_pipeline, wait_until_stable
 from tests.test_replication_faults import start_replicated_ring, wait_until_members_known
 
 MEMORY_RING = {"replication": {"factor": 3, "write_quorum": 2, "read_quorum": 2}}
@@ -69,6 +69,12 @@ def test_a_quorum_that_cannot_be_met_is_an_error_with_a_message(
     wait_until_members_known(nodes)
     nodes[2].kill()
     survivors = nodes[:2]
+    with Client([node.address for node in nodes]) as client:
+        # At once, while the ring heals: a third of these keys belonged to the dead node, and a
+        # request with w follows the NOT_RESPONSIBLE answers to the new owner.
+        for i in range(30):
+            client.put(b"healing-%d" % i, b"v", w=2)
+    wait_until_stable(survivors)
     with Client([node.address for node in survivors]) as client:
         # Membership, not liveness, sets the copies: still 3, so W=3 cannot be met with one member
         # down and no fourth node to stand in.

@@ -82,6 +82,11 @@ T = TypeVar("T")
 Outcome = tuple[Response, Address] | FunnelKVSError
 
 
+#: How long a request with w/r whose owner failed follows NOT_RESPONSIBLE answers while the ring
+#: heals, in seconds.
+QUORUM_REDIRECT_TIME = 3.0
+
+
 class _Unreached(Exception):
     """A member could not serve a request. ``replayable``: sending it elsewhere cannot apply it twice
     out of order beyond what the retry policy accepts (nothing was sent, or no byte of an answer came
@@ -317,10 +322,25 @@ class Router:
         """A request with w/r whose owner could not serve it. v1 cannot carry w/r, so it is not
         forwarded: it goes as v2 to another live node (the failed owner's successor first), which
         serves it once it owns the key (it took the failed owner's range over); a NOT_RESPONSIBLE
-        answer there is :class:`NodeUnreachable` (the view is refreshed soon: a later call may pass)."""
-        address, answer = self._through_another(
-            view, avoid, functools.partial(_v2_call, frame=frame), v2=True
-        )
+        answer there names the owner as that node sees it, which is asked next: while the ring heals
+        (a second or so) the answers converge on the new owner. Still not served after
+        :data:`QUORUM_REDIRECT_TIME` seconds: :class:`NodeUnreachable`."""
+        talk = functools.partial(_v2_call, frame=frame)
+        address, answer = self._through_another(view, avoid, talk, v2=True)
+        deadline = time.monotonic() + QUORUM_REDIRECT_TIME
+        while answer.status == _NOT_RESPONSIBLE and time.monotonic() < deadline:
+            try:
+                suggested = parse_address(bytes(answer.body).decode())
+            except (UnicodeDecodeError, ValueError):
+                suggested = None
+            time.sleep(0.1)
+            try:
+                if suggested is not None and suggested != avoid:
+                    address, answer = suggested, self._with_pool(suggested, True, talk)
+                else:
+                    address, answer = self._through_another(view, avoid, talk, v2=True)
+            except _Unreached as exc:
+                raise exc.error from exc.error.__cause__
         if answer.status == _NOT_RESPONSIBLE:
             raise NodeUnreachable(_quorum_unserved(avoid, address))
         return result_of(op, Response(answer.status, answer.body), address)
