@@ -65,6 +65,7 @@ from funnelkvs.protocol import (
 )
 from funnelkvs.protocol.v2 import V2Request, encode_v2_response
 from funnelkvs.replication.rejoin import RejoinMemory, Remembered, absence_problem, rejoin_seeds
+from funnelkvs.replication.remembering import Remembering
 from funnelkvs.replication.service import Replication
 from funnelkvs.ring.driver import RingDriver, resolve_seed
 from funnelkvs.settings import Settings
@@ -99,10 +100,6 @@ ACCEPT_BACKOFF = 0.5
 #: How long a stopping node keeps writing answers already decoded before it closes what is left.
 DRAIN_TIMEOUT = 5.0
 STATS_REFRESH_INTERVAL = 1.0
-#: How often the node looks whether to write its peers to the data directory, in seconds, and the
-#: longest it goes without writing them (then its last time alive moves on).
-REMEMBER_INTERVAL = 2.0
-REMEMBER_EVERY = 60.0
 #: Values shorter than this are joined to their answer header at once (one list item, not two).
 SMALL_VALUE = 4096
 
@@ -152,11 +149,7 @@ class Node(LateAnswers):
         #: Copies on the successor list, quorums, the coordinator (made at start, like the ring).
         self.replication: Replication | None = None
         #: The peers and last time alive kept in the data directory (persistent backends only).
-        self._rejoin: RejoinMemory | None = None
-        self._last_alive: float | None = None
-        self._remember_timer: PeriodicTimer | None = None
-        self._remembered_epoch = -1
-        self._remembered_at = 0.0
+        self._remembering: Remembering | None = None
 
     # --- identity ----------------------------------------------------------------------------------
 
@@ -182,9 +175,9 @@ class Node(LateAnswers):
         data_path = self.settings.storage.path
         if data_path is not None and self._commit is not None:
             # The peers this node last knew, and when it last ran (funnelkvs.replication.rejoin).
-            self._rejoin = RejoinMemory(data_path)
-            remembered = self._rejoin.load()
-            self._last_alive = remembered.last_alive
+            memory = RejoinMemory(data_path)
+            remembered = memory.load()
+            self._remembering = Remembering(self, memory, remembered.last_alive)
             problem = absence_problem(
                 remembered.last_alive,
                 time.time(),
@@ -225,8 +218,8 @@ class Node(LateAnswers):
             self.loop.add_pass_end_hook(self._commit.flush)
         self._refresh_stats()
         self._stats_timer = self.loop.call_every(STATS_REFRESH_INTERVAL, self._refresh_stats)
-        if self._rejoin is not None:
-            self._remember_timer = self.loop.call_every(REMEMBER_INTERVAL, self._remember)
+        if self._remembering is not None:
+            self._remembering.start()
         self.ring.start()
         if self.plugins is not None:
             self._exporters = self.plugins.start_exporters(self, self.settings)
@@ -269,8 +262,8 @@ class Node(LateAnswers):
             self._listener = None
         if self._stats_timer is not None:
             self._stats_timer.cancel()
-        if self._remember_timer is not None:
-            self._remember_timer.cancel()
+        if self._remembering is not None:
+            self._remembering.stop()
         if self.ring is not None:
             self.ring.stop()
         for conn in list(self._connections.values()):
@@ -306,12 +299,8 @@ class Node(LateAnswers):
             if self._listener is not None:
                 self._listener.close()
             try:
-                what = self._remember_now() if self._rejoin is not None else None
-                if what is not None and self._rejoin is not None:
-                    try:
-                        self._rejoin.save(*what)
-                    except (OSError, ValueError) as exc:
-                        log.warning("could not remember the ring's members: %s", exc)
+                if self._remembering is not None:
+                    self._remembering.save_now()
                 # Every acknowledged write is already synced; this covers writes whose answers were
                 # never sent (the client left), so that a clean stop keeps them too.
                 if self._commit is not None:
@@ -625,38 +614,6 @@ class Node(LateAnswers):
                 self._set_events(conn, EVENT_READ)
             return
 
-    def _remember_now(self) -> tuple[list[tuple[str, str]], float] | None:
-        """What to keep in the data directory for a restart: the members, and the time this node was
-        last up to date (its last time alive only once anti-entropy has caught it up since start, so
-        that a node that crashes again before catching up does not reset its absence)."""
-        ring, replication = self.ring, self.replication
-        if ring is None or replication is None or ring.state != "normal":
-            return None  # before joining, the members would be this node alone
-        caught_up = not replication.active or replication.anti_entropy.rounds > 0 or self._last_alive is None
-        stamp = time.time() if caught_up else float(self._last_alive or 0.0)
-        peers = [(f"{node.node_id:040x}", node.address) for node in replication.members.view.nodes]
-        return peers, stamp
-
-    def _remember(self) -> None:
-        replication = self.replication
-        memory, commit = self._rejoin, self._commit
-        if memory is None or commit is None or replication is None:
-            return
-        now = self.loop.time()
-        if replication.members.epoch == self._remembered_epoch and now - self._remembered_at < REMEMBER_EVERY:
-            return
-        what = self._remember_now()
-        if what is None:
-            return
-        self._remembered_epoch, self._remembered_at = replication.members.epoch, now
-
-        def saved(result: object, error: BaseException | None) -> None:
-            if error is not None:
-                log.warning("could not remember the ring's members in the data directory: %s", error)
-
-        # An fsync: on the storage thread, never on the loop.
-        commit.run(functools.partial(memory.save, *what), saved)
-
     def _refresh_stats(self) -> None:
         self.metrics.refresh_storage(self.store.live, self.store.value_bytes())
 
@@ -668,21 +625,10 @@ class Node(LateAnswers):
             "keys": self.store.live,
             "bytes": self.store.value_bytes(),
             "hints_pending": self.store.hints,
-            "hints_delivered": 0 if replication is None else replication.handoff.delivered,
-            "anti_entropy_rounds": 0 if replication is None else replication.anti_entropy.rounds,
-            "anti_entropy_keys_repaired": 0
-            if replication is None
-            else replication.anti_entropy.keys_repaired,
-            "anti_entropy_bytes_sent": 0 if replication is None else replication.anti_entropy.bytes_sent,
-            "tombstones_purged": 0 if replication is None else replication.anti_entropy.tombstones_purged,
-            "transfers_in_progress": (0 if self.ring is None else len(self.ring.transfers.incoming))
-            + (0 if replication is None else replication.anti_entropy.in_progress),
             "tombstones": self.store.tombstones,
-            "read_repairs": 0 if replication is None else replication.coordinator.read_repairs,
-            "degraded_reads": 0 if replication is None else replication.coordinator.degraded_reads,
-            "quorum_failures": 0 if replication is None else replication.coordinator.quorum_failures,
-            "under_replicated": False if replication is None else replication.under_replicated(),
-            "replication": None if replication is None else replication.describe(),
+            "transfers_in_progress": 0 if self.ring is None else len(self.ring.transfers.incoming),
+            # Quorums, hints and repair (added to transfers_in_progress: anti-entropy steps).
+            **(Replication.idle_counters() if replication is None else replication.counters()),
             "node_id": self.node_id,
             "address": self.address,
             "backend": self.backend.name,

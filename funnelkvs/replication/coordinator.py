@@ -197,105 +197,13 @@ def _plain(envelope: bytes) -> bytes:
     return from_hint(envelope)[0] if is_hint(envelope) else envelope
 
 
-class WriteRound:
-    """One write's copies in flight, counted toward W."""
+class _Round:
+    """What a write's and a read's rounds share: the copies in flight, and a fallback for each copy
+    that fails (sloppy quorum, also once the client has its answer: the key should still reach N
+    copies, and a read repair should still reach them)."""
 
     __slots__ = (
-        "acks",
         "coordinator",
-        "done",
-        "envelope",
-        "failed",
-        "finished",
-        "key",
-        "needed",
-        "outstanding",
-        "position",
-        "timed_out",
-        "used",
-    )
-
-    def __init__(
-        self,
-        coordinator: Coordinator,
-        key: bytes,
-        position: int,
-        envelope: bytes | bytearray,
-        needed: int,
-        done: Done,
-    ) -> None:
-        self.coordinator = coordinator
-        self.key = key
-        self.position = position
-        self.envelope = envelope
-        self.needed = needed
-        self.done = done
-        self.acks = 0
-        self.outstanding = 0
-        self.failed: list[str] = []
-        self.timed_out = False
-        self.finished = False
-        self.used: set[int] = set()
-
-    def start(self) -> None:
-        coordinator = self.coordinator
-        targets = coordinator.placement.targets(self.position, coordinator.loop.time())
-        self.outstanding = len(targets)
-        for target in targets:
-            self.used.add(target.node.node_id)
-        for target in targets:
-            self._send(target)
-        if not targets:
-            self._check()
-
-    def _send(self, target: Target) -> None:
-        self.coordinator.send_copy(
-            target, self.key, self.envelope, lambda ok, timed_out: self._written(target, ok, timed_out)
-        )
-
-    def _written(self, target: Target, ok: bool, timed_out: bool) -> None:
-        self.outstanding -= 1
-        if ok:
-            self.acks += 1
-        else:
-            self.failed.append(target.node.address)
-            self.timed_out |= timed_out
-            # Sloppy quorum: the copy goes to the next live node instead, as a hint (also once
-            # the client has its answer: the key should still end up with N copies).
-            coordinator = self.coordinator
-            coordinator.members.suspect(target.node.node_id, coordinator.loop.time())
-            missing = target.hint_for or target.node
-            replacement = coordinator.placement.fallbacks(
-                self.position, [missing], coordinator.loop.time(), self.used
-            )
-            for fallback in replacement:
-                self.outstanding += 1
-                self._send(fallback)
-        self._check()
-
-    def _check(self) -> None:
-        if self.finished:
-            return
-        if self.acks >= self.needed:
-            self.finished = True
-            self.done(_SUCCESS, b"")
-        elif self.outstanding == 0:
-            self.finished = True
-            self.coordinator.quorum_failures += 1
-            status = _TIMEOUT if self.timed_out else _SERVER_ERROR
-            message = f"write quorum not reached: {self.acks} of {self.needed} acknowledgements"
-            if self.failed:
-                message += f" ({', '.join(self.failed)} failed)"
-            self.done(status, message.encode())
-
-
-class ReadRound:
-    """One read's copies in flight, counted toward R; read repair once all have answered."""
-
-    __slots__ = (
-        "answers",
-        "coordinator",
-        "counted",
         "done",
         "failed",
         "finished",
@@ -313,27 +221,105 @@ class ReadRound:
         self.position = position
         self.needed = needed
         self.done = done
-        self.counted = 0
         self.outstanding = 0
-        #: (target, plain envelope or None) of every copy that answered.
-        self.answers: list[tuple[Target, bytes | None]] = []
         self.failed: list[str] = []
         self.timed_out = False
         self.finished = False
+        #: Node ids already asked: a fallback is never one of them.
         self.used: set[int] = set()
 
     def start(self) -> None:
         coordinator = self.coordinator
         targets = coordinator.placement.targets(self.position, coordinator.loop.time())
         self.outstanding = len(targets)
+        self.used.update(target.node.node_id for target in targets)
         for target in targets:
-            self.used.add(target.node.node_id)
-        for target in targets:
-            self._ask(target)
+            self._go(target)
         if not targets:
-            self._finish_if_done()
+            self._settle()
 
-    def _ask(self, target: Target) -> None:
+    def _go(self, target: Target) -> None:
+        raise NotImplementedError
+
+    def _settle(self) -> None:
+        """Decide the client's answer if it is due (called after every answer)."""
+        raise NotImplementedError
+
+    def _fail_over(self, target: Target, timed_out: bool) -> None:
+        """``target`` failed: suspect it, and send its copy to the next live node as a hint."""
+        self.failed.append(target.node.address)
+        self.timed_out |= timed_out
+        coordinator = self.coordinator
+        now = coordinator.loop.time()
+        coordinator.members.suspect(target.node.node_id, now)
+        missing = target.hint_for or target.node
+        for fallback in coordinator.placement.fallbacks(self.position, [missing], now, self.used):
+            self.outstanding += 1
+            self._go(fallback)
+
+    def _failure(self, what: str, got: int, unit: str) -> None:
+        self.finished = True
+        self.coordinator.quorum_failures += 1
+        status = _TIMEOUT if self.timed_out else _SERVER_ERROR
+        message = f"{what} quorum not reached: {got} of {self.needed} {unit}"
+        if self.failed:
+            message += f" ({', '.join(self.failed)} failed)"
+        self.done(status, message.encode())
+
+
+class WriteRound(_Round):
+    """One write's copies in flight, counted toward W."""
+
+    __slots__ = ("acks", "envelope")
+
+    def __init__(
+        self,
+        coordinator: Coordinator,
+        key: bytes,
+        position: int,
+        envelope: bytes | bytearray,
+        needed: int,
+        done: Done,
+    ) -> None:
+        super().__init__(coordinator, key, position, needed, done)
+        self.envelope = envelope
+        self.acks = 0
+
+    def _go(self, target: Target) -> None:
+        self.coordinator.send_copy(
+            target, self.key, self.envelope, lambda ok, timed_out: self._written(target, ok, timed_out)
+        )
+
+    def _written(self, target: Target, ok: bool, timed_out: bool) -> None:
+        self.outstanding -= 1
+        if ok:
+            self.acks += 1
+        else:
+            self._fail_over(target, timed_out)
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.finished:
+            return
+        if self.acks >= self.needed:
+            self.finished = True
+            self.done(_SUCCESS, b"")
+        elif self.outstanding == 0:
+            self._failure("write", self.acks, "acknowledgements")
+
+
+class ReadRound(_Round):
+    """One read's copies in flight, counted toward R; read repair once all have answered."""
+
+    __slots__ = ("answers", "counted")
+
+    def __init__(self, coordinator: Coordinator, key: bytes, position: int, needed: int, done: Done) -> None:
+        super().__init__(coordinator, key, position, needed, done)
+        self.counted = 0
+        #: (target, plain envelope or None) of every copy that answered.
+        self.answers: list[tuple[Target, bytes | None]] = []
+
+    def _go(self, target: Target) -> None:
         self.coordinator.ask_copy(
             target,
             self.key,
@@ -342,17 +328,8 @@ class ReadRound:
 
     def _answered(self, target: Target, envelope: bytes | None, failed: bool, timed_out: bool) -> None:
         self.outstanding -= 1
-        coordinator = self.coordinator
         if failed:
-            self.failed.append(target.node.address)
-            self.timed_out |= timed_out
-            coordinator.members.suspect(target.node.node_id, coordinator.loop.time())
-            missing = target.hint_for or target.node
-            for fallback in coordinator.placement.fallbacks(
-                self.position, [missing], coordinator.loop.time(), self.used
-            ):
-                self.outstanding += 1
-                self._ask(fallback)
+            self._fail_over(target, timed_out)
         else:
             plain = None if envelope is None else _plain(envelope)
             self.answers.append((target, plain))
@@ -360,7 +337,7 @@ class ReadRound:
                 self.counted += 1
         if not self.finished and self.counted >= self.needed:
             self._answer()
-        self._finish_if_done()
+        self._settle()
 
     def _found(self) -> list[bytes]:
         return [envelope for _, envelope in self.answers if envelope is not None]
@@ -377,22 +354,15 @@ class ReadRound:
         else:
             self.done(_NOT_FOUND, b"")
 
-    def _finish_if_done(self) -> None:
+    def _settle(self) -> None:
         if self.outstanding:
             return
-        coordinator = self.coordinator
         if not self.finished:
             if self._found():
-                coordinator.degraded_reads += 1
+                self.coordinator.degraded_reads += 1
                 self._answer()
             else:
-                self.finished = True
-                coordinator.quorum_failures += 1
-                status = _TIMEOUT if self.timed_out else _SERVER_ERROR
-                message = f"read quorum not reached: {self.counted} of {self.needed} answers"
-                if self.failed:
-                    message += f" ({', '.join(self.failed)} failed)"
-                self.done(status, message.encode())
+                self._failure("read", self.counted, "answers")
                 return
         self._repair()
 

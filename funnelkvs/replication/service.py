@@ -143,6 +143,41 @@ class Replication:
             "hints_delivered": self.handoff.delivered,
         }
 
+    def counters(self) -> dict[str, Any]:
+        """Replication's part of INFO (``funnelkvs stats --json``, docs/replication.md "Stats")."""
+        coordinator, anti_entropy = self.coordinator, self.anti_entropy
+        ring = self.node.ring
+        return {
+            "hints_delivered": self.handoff.delivered,
+            "anti_entropy_rounds": anti_entropy.rounds,
+            "anti_entropy_keys_repaired": anti_entropy.keys_repaired,
+            "anti_entropy_bytes_sent": anti_entropy.bytes_sent,
+            "tombstones_purged": anti_entropy.tombstones_purged,
+            "transfers_in_progress": (0 if ring is None else len(ring.transfers.incoming))
+            + anti_entropy.in_progress,
+            "read_repairs": coordinator.read_repairs,
+            "degraded_reads": coordinator.degraded_reads,
+            "quorum_failures": coordinator.quorum_failures,
+            "under_replicated": self.under_replicated(),
+            "replication": self.describe(),
+        }
+
+    @staticmethod
+    def idle_counters() -> dict[str, Any]:
+        """:meth:`counters` of a node not started yet."""
+        return {
+            "hints_delivered": 0,
+            "anti_entropy_rounds": 0,
+            "anti_entropy_keys_repaired": 0,
+            "anti_entropy_bytes_sent": 0,
+            "tombstones_purged": 0,
+            "read_repairs": 0,
+            "degraded_reads": 0,
+            "quorum_failures": 0,
+            "under_replicated": False,
+            "replication": None,
+        }
+
     def under_replicated(self) -> bool:
         """Fewer live members than the replication factor."""
         return self.members.up_count(self.node.loop.time()) < self.placement.n
