@@ -111,6 +111,8 @@ def test_after_a_crash_the_dead_nodes_copies_are_made_again_on_fallbacks(
     nodes = start(tmp_path, node_process_factory, 5)
     with Client(nodes[0].address) as client:
         client.put_many((b"k%d" % i, b"v") for i in range(1000))
+    # Every third copy landed (a write is answered after two).
+    wait_for(lambda: sum(info(n.address)["keys"] for n in nodes) == 3000, 10, "three copies of every key")
     lost = info(nodes[2].address)["keys"]
     assert lost > 0
     nodes[2].kill()

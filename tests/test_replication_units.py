@@ -153,3 +153,17 @@ def test_a_ring_smaller_than_the_factor_keeps_every_key_on_every_member() -> Non
     members.saw([node(10)], complete=True)
     assert place.copies == 2  # a crash does not lower it
     assert place.targets(5, 0.0) == [Target(node(10), None)]  # no live node left to stand in
+
+
+def test_a_member_counts_as_down_only_once_walks_have_missed_it_for_a_while() -> None:
+    members = Members(node(10))
+    members.saw([node(10), node(20), node(30)], complete=True, now=0.0)
+    members.saw([node(10), node(30)], complete=True, now=5.0)  # successor lists in flux: missed once
+    assert members.is_up(20, 5.0)
+    members.saw([node(10), node(20), node(30)], complete=True, now=5.5)  # there it is again
+    members.saw([node(10), node(30)], complete=True, now=6.0)
+    members.saw([node(10), node(30)], complete=True, now=6.5)
+    assert members.is_up(20, 6.5)  # missed for 0.5 s only
+    members.saw([node(10), node(30)], complete=True, now=7.1)
+    assert not members.is_up(20, 7.1)
+    assert members.departed == 1

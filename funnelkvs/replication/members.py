@@ -28,6 +28,8 @@ from funnelkvs.replication.ringview import NodeRef, RingView
 
 #: How long a node whose replica call failed counts as down before it is tried again, in seconds.
 SUSPECT_SECONDS = 1.0
+#: How long membership walks must miss a member before it counts as down, in seconds.
+ABSENT_SECONDS = 1.0
 
 
 class Members:
@@ -38,6 +40,8 @@ class Members:
         self._members: dict[int, NodeRef] = {me.node_id: me}
         #: Members the last walk did not reach.
         self._unreached: set[int] = set()
+        #: Member id -> loop time since which complete walks have missed it.
+        self._absent_since: dict[int, float] = {}
         #: Node id -> loop time until which it counts as down after a failed call.
         self._suspected: dict[int, float] = {}
         #: Nodes that announced they left, with the address they had.
@@ -87,17 +91,27 @@ class Members:
 
     # --- changes -------------------------------------------------------------------------------------
 
-    def saw(self, reached: Iterable[NodeRef], *, complete: bool) -> None:
-        """A membership walk reached ``reached`` (``complete``: it went all the way round)."""
-        reached_ids = set()
+    def saw(self, reached: Iterable[NodeRef], *, complete: bool, now: float | None = None) -> None:
+        """A membership walk reached ``reached`` (``complete``: it went all the way round) at loop
+        time ``now``. A member a complete walk missed counts as down only once walks have missed it
+        for :data:`ABSENT_SECONDS` (None: at once): right after a failure successor lists are in flux,
+        and a walk can skip a live node for a moment; taking it for down would send its copies to a
+        fallback as well, a surplus copy that stays until the node is really away and back."""
+        reached = list(reached)
+        reached_ids = {node.node_id for node in reached}
         changed = False
-        self.returned += len(self._unreached.intersection(node.node_id for node in reached))
+        self.returned += len(self._unreached & reached_ids)
         for node in reached:
-            reached_ids.add(node.node_id)
             changed |= self._add(node)
             self._suspected.pop(node.node_id, None)
+            self._absent_since.pop(node.node_id, None)
         if complete:
-            unreached = {node_id for node_id in self._members if node_id not in reached_ids}
+            missed = [node_id for node_id in self._members if node_id not in reached_ids]
+            unreached = set()
+            for node_id in missed:
+                since = self._absent_since.setdefault(node_id, -1.0 if now is None else now)
+                if now is None or now - since >= ABSENT_SECONDS:
+                    unreached.add(node_id)
             self.departed += len(unreached - self._unreached)
             self._unreached = unreached
         else:
@@ -117,6 +131,7 @@ class Members:
         self.left[node_id] = address
         if self._members.pop(node_id, None) is not None:
             self._unreached.discard(node_id)
+            self._absent_since.pop(node_id, None)
             self._suspected.pop(node_id, None)
             self._changed()
 

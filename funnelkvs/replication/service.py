@@ -185,7 +185,11 @@ class Replication:
     # --- members -----------------------------------------------------------------------------------
 
     def _walked(self, reached: list[ChordNodeRef], complete: bool) -> None:
-        self.members.saw([NodeRef(node.node_id, node.address) for node in reached], complete=complete)
+        self.members.saw(
+            [NodeRef(node.node_id, node.address) for node in reached],
+            complete=complete,
+            now=self.node.loop.time(),
+        )
         members = self.members
         seen = (members.epoch, members.returned, members.departed)
         if seen != self._epoch_seen:
